@@ -1,0 +1,51 @@
+# Every target a user runs; each installs what it needs first (venv, pinned packages, CDK CLI).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+# Example ARNs so `make synth` shows the template; pass your model's with CDK_CONTEXT="-c projectArn=... -c projectVersionArn=...".
+CDK_CONTEXT ?= -c projectArn=arn:aws:rekognition:us-east-1:123456789012:project/my-project/1700000000000 \
+	-c projectVersionArn=arn:aws:rekognition:us-east-1:123456789012:project/my-project/version/my-project.v1/1700000000000
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: setup demo test lint format synth deploy bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m cli demo $(ARGS)
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest $(ARGS)
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.installed
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+synth: setup
+	npx cdk synth $(CDK_CONTEXT) --quiet
+	@echo "Template: cdk.out/CustomLabelsBatchPipeline.template.json"
+
+deploy: setup
+	npx cdk deploy $(CDK_CONTEXT)
+
+bench: $(VENV)/.installed
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf cdk.out demo-output bench-output .pytest_cache .ruff_cache
