@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO_ROOT / "cdk.json"
@@ -46,7 +47,7 @@ class PipelineConfig:
     results_prefix: str = "results/"
     errors_prefix: str = "errors/"
     runs_prefix: str = "runs/"
-    max_receive_count: int = 5
+    max_receive_count: int = 6
     # Processor
     min_confidence: float | None = None
     max_results: int | None = None
@@ -198,9 +199,9 @@ class PipelineConfig:
             if not prefix.endswith("/") or prefix.startswith("/"):
                 raise ConfigError(f"'{_camel(name)}' must look like 'folder/' (got {prefix!r})")
         prefixes = [self.input_prefix, self.results_prefix, self.errors_prefix, self.runs_prefix]
-        for a in prefixes:
-            for b in prefixes:
-                if a is not b and b.startswith(a):
+        for i, a in enumerate(prefixes):
+            for j, b in enumerate(prefixes):
+                if i != j and b.startswith(a):
                     # Overlap would feed results back into the queue as new images.
                     raise ConfigError(f"prefixes must not overlap: {a!r} contains {b!r}")
         checks = [
@@ -221,7 +222,10 @@ class PipelineConfig:
             (1 <= self.max_receive_count <= 1000, "maxReceiveCount must be 1-1000"),
             (self.empty_polls_required >= 1, "emptyPollsRequired must be at least 1"),
             (self.model_start_timeout_seconds >= self.model_poll_seconds, "modelStartTimeoutSeconds < poll"),
-            (self.max_drain_seconds >= self.drain_poll_seconds, "maxDrainSeconds must be >= drainPollSeconds"),
+            (
+                self.max_drain_seconds >= self.drain_poll_seconds,
+                "maxDrainSeconds must be >= drainPollSeconds",
+            ),
             (
                 re.match(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$", self.schedule),
                 "schedule must be rate(...) or cron(...)",

@@ -1,0 +1,372 @@
+"""Processor Lambda: labels the S3 images named in SQS-delivered S3 notifications with Rekognition
+Custom Labels and writes one JSON result (or one error record) per image."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+REKOGNITION_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=30
+)
+MAX_IMAGE_BYTES = 15 * 1024 * 1024  # DetectCustomLabels' limit for S3 objects
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Retrying these cannot help: the image itself is unusable.
+PERMANENT_IMAGE_ERRORS = {
+    "InvalidImageFormatException": "The image is corrupt or not a format Rekognition reads (JPEG or PNG).",
+    "ImageTooLargeException": "The image exceeds Rekognition's size or dimension limits.",
+    "InvalidS3ObjectException": (
+        "Rekognition could not read the object from S3 (deleted, not accessible or in another Region)."
+    ),
+}
+TRANSIENT_ERRORS = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "ResourceNotReadyException",
+        "LimitExceededException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+    }
+)
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+# Report failures even when every record failed: raising would fail the invocation, and a
+# one-message batch of a throttled image is routine, not a function error.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+class PermanentImageError(Exception):
+    """The image can never be labeled; record why instead of retrying."""
+
+    def __init__(self, error_code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error_code = error_code
+        self.reason = reason
+
+
+class TransientImageError(Exception):
+    """Labeling failed for a reason that may pass (throttling, model not ready, 5xx, network)."""
+
+
+class NotAnS3NotificationError(ValueError):
+    """The message body is not an S3 event notification."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_version_arn: str
+    bucket_name: str
+    input_prefix: str
+    results_prefix: str
+    errors_prefix: str
+    retry_delay_seconds: int
+    min_confidence: float | None
+    max_results: int | None
+
+
+REQUIRED_ENV = (
+    "PROJECT_VERSION_ARN",
+    "BUCKET_NAME",
+    "INPUT_PREFIX",
+    "RESULTS_PREFIX",
+    "ERRORS_PREFIX",
+    "RETRY_DELAY_SECONDS",
+)
+ENV_NAMES = (*REQUIRED_ENV, "MIN_CONFIDENCE", "MAX_RESULTS")
+
+
+def current_settings() -> Settings:
+    # Keyed on the values, not cached once: the local emulator runs several configurations
+    # in one Python process.
+    return _settings_for(tuple(os.environ.get(name) for name in ENV_NAMES))
+
+
+@functools.lru_cache(maxsize=8)
+def _settings_for(values: tuple[str | None, ...]) -> Settings:
+    env = dict(zip(ENV_NAMES, values, strict=True))
+    missing = [name for name in REQUIRED_ENV if not env[name]]
+    if missing:
+        raise RuntimeError(f"processor environment is missing {', '.join(missing)}")
+    return Settings(
+        project_version_arn=env["PROJECT_VERSION_ARN"],
+        bucket_name=env["BUCKET_NAME"],
+        input_prefix=env["INPUT_PREFIX"],
+        results_prefix=env["RESULTS_PREFIX"],
+        errors_prefix=env["ERRORS_PREFIX"],
+        retry_delay_seconds=int(env["RETRY_DELAY_SECONDS"]),
+        min_confidence=float(env["MIN_CONFIDENCE"]) if env["MIN_CONFIDENCE"] else None,
+        max_results=int(env["MAX_RESULTS"]) if env["MAX_RESULTS"] else None,
+    )
+
+
+# Clients are created on first use so tests can start moto first.
+@functools.cache
+def rekognition_client() -> Any:
+    return boto3.client("rekognition", config=REKOGNITION_CLIENT_CONFIG)
+
+
+@functools.cache
+def s3_client() -> Any:
+    return boto3.client("s3")
+
+
+@functools.cache
+def sqs_client(region: str) -> Any:
+    return boto3.client("sqs", region_name=region)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    bucket: str
+    key: str
+    etag: str | None
+    size: int | None
+
+    def source(self) -> dict[str, Any]:
+        return {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size}
+
+
+def record_handler(record: SQSRecord) -> None:
+    settings = current_settings()
+    try:
+        _process_message(record, settings)
+    except Exception as error:
+        if isinstance(error, TransientImageError):
+            logger.warning("Message will be retried", messageId=record.message_id, reason=str(error))
+        else:
+            logger.exception("Message failed unexpectedly; it will be retried", messageId=record.message_id)
+        metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
+        _retry_soon(record, settings.retry_delay_seconds)
+        raise
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    current_settings()  # a misconfigured function fails the whole invocation, not each record
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+
+
+def _process_message(record: SQSRecord, settings: Settings) -> None:
+    try:
+        images = _parse_notification(record.body)
+    except NotAnS3NotificationError as error:
+        _write_message_error(record, settings, str(error))
+        return
+    if images is None:
+        logger.info("Skipped S3 test event", messageId=record.message_id)
+        return
+    # Stop at the first failure: the rest of the message is retried anyway, and results are
+    # idempotent, so pressing on would only add load to a throttled model.
+    for image in images:
+        _process_image(image, record.message_id, settings)
+
+
+def _parse_notification(body: str) -> list[ImageRef] | None:
+    """Images created according to the notification; None for the s3:TestEvent message."""
+    try:
+        notification = json.loads(body)
+    except ValueError:
+        raise NotAnS3NotificationError("The message body is not JSON.") from None
+    if isinstance(notification, dict) and notification.get("Event") == "s3:TestEvent":
+        return None
+    records = notification.get("Records") if isinstance(notification, dict) else None
+    if not isinstance(records, list) or not records:
+        raise NotAnS3NotificationError("The message body is JSON but has no S3 event Records.")
+    images: list[ImageRef] = []
+    for s3_record in records:
+        try:
+            event_name = s3_record["eventName"]
+            bucket = s3_record["s3"]["bucket"]["name"]
+            obj = s3_record["s3"]["object"]
+            key = urllib.parse.unquote_plus(obj["key"])
+        except (KeyError, TypeError):
+            raise NotAnS3NotificationError(
+                "A record of the message body lacks eventName, bucket name or object key."
+            ) from None
+        if not str(event_name).startswith("ObjectCreated"):
+            logger.info("Skipped non-creation S3 event", key=key, eventName=event_name)
+            continue
+        images.append(ImageRef(bucket=bucket, key=key, etag=obj.get("eTag"), size=obj.get("size")))
+    return images
+
+
+def _process_image(image: ImageRef, message_id: str, settings: Settings) -> None:
+    if image.key.startswith((settings.results_prefix, settings.errors_prefix)):
+        # Our own output: labeling it would loop forever if notifications cover the whole bucket.
+        logger.warning("Skipped pipeline output object", key=image.key)
+        return
+    try:
+        if not image.key.lower().endswith(IMAGE_SUFFIXES):
+            raise PermanentImageError(
+                "UnsupportedFileType", "The object is not a JPEG or PNG image (.jpg, .jpeg or .png)."
+            )
+        image = _with_size(image)
+        if image.size > MAX_IMAGE_BYTES:
+            raise PermanentImageError(
+                "ImageTooLarge",
+                f"The image is {image.size} bytes; DetectCustomLabels accepts at most {MAX_IMAGE_BYTES}.",
+            )
+        labels = _detect_custom_labels(image, settings)
+    except PermanentImageError as error:
+        _write_image_error(image, message_id, settings, error)
+        return
+    result = {
+        "source": image.source(),
+        "modelVersionArn": settings.project_version_arn,
+        "labeledAt": _utc_now(),
+        "settings": {"minConfidence": settings.min_confidence, "maxResults": settings.max_results},
+        "customLabels": labels,
+    }
+    result_key = output_key(image.key, settings.results_prefix, settings.input_prefix)
+    _put_json(settings.bucket_name, result_key, result)
+    metrics.add_metric(name="ImagesLabeled", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="LabelsFound", unit=MetricUnit.Count, value=len(labels))
+    logger.info("Labeled image", key=image.key, resultKey=result_key, labelCount=len(labels))
+
+
+def _with_size(image: ImageRef) -> ImageRef:
+    """The image with its size; S3 notifications carry it, other producers may not."""
+    if image.size is not None:
+        return image
+    try:
+        head = s3_client().head_object(Bucket=image.bucket, Key=image.key)
+    except ClientError as error:
+        if _error_code(error) in ("404", "NoSuchKey", "NotFound"):
+            raise PermanentImageError("ObjectNotFound", "The object no longer exists.") from None
+        if _is_transient(error):
+            raise TransientImageError(f"HeadObject failed: {error}") from error
+        raise
+    etag = image.etag or head.get("ETag", "").strip('"') or None
+    return ImageRef(bucket=image.bucket, key=image.key, etag=etag, size=head["ContentLength"])
+
+
+def _detect_custom_labels(image: ImageRef, settings: Settings) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {
+        "ProjectVersionArn": settings.project_version_arn,
+        "Image": {"S3Object": {"Bucket": image.bucket, "Name": image.key}},
+    }
+    if settings.min_confidence is not None:
+        params["MinConfidence"] = settings.min_confidence
+    if settings.max_results is not None:
+        params["MaxResults"] = settings.max_results
+    try:
+        return rekognition_client().detect_custom_labels(**params)["CustomLabels"]
+    except ClientError as error:
+        code = _error_code(error)
+        if code in PERMANENT_IMAGE_ERRORS:
+            raise PermanentImageError(code, PERMANENT_IMAGE_ERRORS[code]) from None
+        if _is_transient(error):
+            raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
+        raise
+    except (ConnectionError, HTTPClientError) as error:
+        raise TransientImageError(f"Could not reach Rekognition: {error}") from error
+
+
+def _error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def _is_transient(error: ClientError) -> bool:
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return _error_code(error) in TRANSIENT_ERRORS or status >= 500
+
+
+def output_key(key: str, prefix: str, input_prefix: str) -> str:
+    """Mirror the input key under `prefix`: `incoming/a/b.jpg` -> `results/a/b.jpg.json`."""
+    relative = key[len(input_prefix) :] if input_prefix and key.startswith(input_prefix) else key
+    return f"{prefix}{relative}.json"
+
+
+def _write_image_error(
+    image: ImageRef, message_id: str, settings: Settings, error: PermanentImageError
+) -> None:
+    record = {
+        "source": image.source(),
+        "reason": error.reason,
+        "errorCode": error.error_code,
+        "messageId": message_id,
+        "recordedAt": _utc_now(),
+    }
+    error_key = output_key(image.key, settings.errors_prefix, settings.input_prefix)
+    _put_json(settings.bucket_name, error_key, record)
+    metrics.add_metric(name="ErrorRecords", unit=MetricUnit.Count, value=1)
+    logger.warning("Recorded unusable image", key=image.key, errorCode=error.error_code, errorKey=error_key)
+
+
+def _write_message_error(record: SQSRecord, settings: Settings, reason: str) -> None:
+    error_record = {
+        "source": None,
+        "reason": reason,
+        "errorCode": "NotAnS3Notification",
+        "messageId": record.message_id,
+        "body": record.body,
+        "recordedAt": _utc_now(),
+    }
+    error_key = f"{settings.errors_prefix}_messages/{record.message_id}.json"
+    _put_json(settings.bucket_name, error_key, error_record)
+    metrics.add_metric(name="ErrorRecords", unit=MetricUnit.Count, value=1)
+    logger.warning("Recorded unreadable message", messageId=record.message_id, errorKey=error_key)
+
+
+def _put_json(bucket: str, key: str, document: dict[str, Any]) -> None:
+    s3_client().put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8"),
+        ContentType="application/json",
+    )
+
+
+MAX_RETRY_DELAY_SECONDS = 300
+
+
+def retry_delay(base_seconds: int, receive_count: int) -> int:
+    """Exponential back-off by delivery: a throttled model gets room to recover before the message
+    uses up its receives and lands in the DLQ."""
+    return min(base_seconds * 2 ** max(receive_count - 1, 0), MAX_RETRY_DELAY_SECONDS)
+
+
+def _retry_soon(record: SQSRecord, base_seconds: int) -> None:
+    """Shorten the failed message's visibility so it returns in seconds, not after 6x the timeout."""
+    delay_seconds = retry_delay(base_seconds, int(record.attributes.approximate_receive_count or 1))
+    try:
+        _, _, _, region, account, queue_name = record.event_source_arn.split(":")
+        sqs_client(region).change_message_visibility(
+            QueueUrl=f"https://sqs.{region}.amazonaws.com/{account}/{queue_name}",
+            ReceiptHandle=record.receipt_handle,
+            VisibilityTimeout=delay_seconds,
+        )
+    except Exception:
+        # Best effort: the message is retried either way, only later.
+        logger.warning(
+            "Could not shorten visibility of failed message",
+            messageId=record.message_id,
+            exc_info=True,
+        )
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

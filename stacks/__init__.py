@@ -1,0 +1,1 @@
+"""CDK constructs and the stack of the Custom Labels batch pipeline."""

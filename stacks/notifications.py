@@ -1,0 +1,70 @@
+"""Notifications: the run-outcome topic, encrypted with its own KMS key, and an optional e-mail subscriber."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+# Services that publish to the topic on our behalf need the key to encrypt the message.
+_SERVICE_PUBLISHERS = ("events.amazonaws.com", "cloudwatch.amazonaws.com")
+# AWS's documented key-policy actions for services publishing to an SSE-KMS topic.
+_SERVICE_KEY_ACTIONS = ("kms:GenerateDataKey*", "kms:Decrypt")
+
+
+class Notifications(Construct):
+    """SNS topic for run summaries, failures and (later) alarms."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, email: str | None) -> None:
+        super().__init__(scope, construct_id)
+
+        self.key = kms.Key(
+            self,
+            "TopicKey",
+            description="Encrypts the Custom Labels batch pipeline notification topic",
+            enable_key_rotation=True,
+            # The key only protects messages in flight on this topic: it has no use after the stack.
+            removal_policy=RemovalPolicy.DESTROY,
+            pending_window=Duration.days(7),
+        )
+        # The account root statement (CDK default) lets IAM policies grant the state machine role;
+        # service principals cannot be granted by IAM, so they are named here.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAwsServicesToPublishToTheEncryptedTopic",
+                principals=[iam.ServicePrincipal(service) for service in _SERVICE_PUBLISHERS],
+                actions=list(_SERVICE_KEY_ACTIONS),
+                resources=["*"],  # in a key policy "*" means this key
+            )
+        )
+
+        self.topic = sns.Topic(
+            self,
+            "Topic",
+            display_name="Custom Labels batch runs",
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        if email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+
+    def grant_publish(self, grantee: iam.IGrantable) -> None:
+        """sns:Publish on the topic plus the exact key actions SNS uses to encrypt the message
+        (written out instead of Topic.grant_publish, whose kms:GenerateDataKey* is a wildcard)."""
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="PublishRunNotifications",
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+            )
+        )
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="EncryptRunNotifications",
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[self.key.key_arn],
+            )
+        )

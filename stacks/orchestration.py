@@ -1,0 +1,168 @@
+"""Orchestration: the batch-run state machine (from statemachine/batch_run.asl.json), its schedule, and the
+rule that cleans up after runs that failed, timed out or were aborted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aws_cdk import Acknowledgment, RemovalPolicy, Validations
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.config import STATE_MACHINE_ASL
+
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+# EventBridge statuses after which a Catch cannot have run (FAILED included: a States.Runtime error
+# in a Pass or Choice state skips every Catch).
+CLEANUP_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
+# Every clean-up execution's input starts with this, so a failed clean-up never triggers another.
+CLEANUP_INPUT_PREFIX = '{"cleanup"'
+
+
+class Orchestration(Construct):
+    """State machine + schedule rule + clean-up rule. The ASL is the single source of truth; the
+    definition body is inlined into the template so reviews and `cdk diff` show it."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        definition_substitutions: dict[str, str],
+        project_arn: str,
+        project_version_arn: str,
+        queue_arn: str,
+        mapping_arn: str,
+        grant_publish: Callable[[iam.IGrantable], None],
+        schedule: str,
+        schedule_enabled: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        self.log_group = logs.LogGroup(
+            self,
+            "LogGroup",
+            retention=LOG_RETENTION,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_string(STATE_MACHINE_ASL.read_text()),
+            definition_substitutions=definition_substitutions,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            tracing_enabled=True,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        role = self.state_machine.role
+
+        # CDK infers no permissions from a string definition: every aws-sdk task is granted here,
+        # each on the exact resource IAM evaluates for that action.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="CountQueuedImages",
+                actions=["sqs:GetQueueAttributes"],
+                resources=[queue_arn],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="DescribeModel",
+                # DescribeProjectVersions is authorized on the project (resource type project*).
+                actions=["rekognition:DescribeProjectVersions"],
+                resources=[project_arn],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="StartAndStopModel",
+                # Start/StopProjectVersion are authorized on the version (resource type projectversion*).
+                actions=["rekognition:StartProjectVersion", "rekognition:StopProjectVersion"],
+                resources=[project_version_arn],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="EnableAndDisableImageProcessing",
+                actions=["lambda:UpdateEventSourceMapping", "lambda:GetEventSourceMapping"],
+                resources=[mapping_arn],
+            )
+        )
+        grant_publish(role)
+
+        # A statement naming the machine's own ARN in the role's default policy would be a cycle
+        # (the machine depends on its default policy), so it lives in a policy of its own.
+        list_executions_policy = iam.Policy(
+            self,
+            "ListOwnExecutionsPolicy",
+            roles=[role],
+            statements=[
+                iam.PolicyStatement(
+                    sid="GuardAgainstOverlappingRuns",
+                    actions=["states:ListExecutions"],
+                    resources=[self.state_machine.state_machine_arn],
+                )
+            ],
+        )
+
+        self.schedule_rule = events.Rule(
+            self,
+            "ScheduleRule",
+            description="Starts a Custom Labels batch run (it exits at once when no image is queued)",
+            schedule=events.Schedule.expression(schedule),
+            enabled=schedule_enabled,
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    input=events.RuleTargetInput.from_object({"trigger": "schedule"}),
+                )
+            ],
+        )
+
+        self.cleanup_rule = events.Rule(
+            self,
+            "CleanUpRule",
+            description="Stops the model and the mapping after a run ended where its Catch could not run",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={
+                    "stateMachineArn": [self.state_machine.state_machine_arn],
+                    "status": list(CLEANUP_STATUSES),
+                    "input": events.Match.anything_but_prefix(CLEANUP_INPUT_PREFIX),
+                },
+            ),
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    input=events.RuleTargetInput.from_object(
+                        {
+                            "cleanup": {
+                                "execution": events.EventField.from_path("$.detail.executionArn"),
+                                "status": events.EventField.from_path("$.detail.status"),
+                            }
+                        }
+                    ),
+                )
+            ],
+        )
+
+        # Neither rule may start a run before its overlap guard is allowed to look.
+        for rule in (self.schedule_rule, self.cleanup_rule):
+            rule.node.add_dependency(list_executions_policy)
+
+        Validations.of(role).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="Granted by CDK for logging level ALL (logs:CreateLogDelivery and the other "
+                "vended-log-delivery actions) and X-Ray tracing (xray:PutTraceSegments, "
+                "xray:GetSampling*); none of these actions supports resource-level permissions.",
+            )
+        )

@@ -1,0 +1,768 @@
+"""The synthesized CloudFormation template: safety properties, IAM scoping, ASL parity, cdk-nag, cfn-lint.
+
+The pipeline is synthesized once per session (plus one variant) through app.build, the same code path
+`cdk synth` runs, with example ARNs and cdk.json's feature flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Match, Template
+
+import app as cdk_app
+from stacks.config import CDK_JSON, REPO_ROOT, STATE_MACHINE_ASL, ConfigError, PipelineConfig
+from stacks.orchestration import CLEANUP_INPUT_PREFIX
+from stacks.processor import powertools_layer_parameter
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+PROJECT_ARN = f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/my-project/1700000000000"
+VERSION_ARN = f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/my-project/version/my-project.v1/1700000000000"
+EXAMPLE_CONTEXT = {"projectArn": PROJECT_ARN, "projectVersionArn": VERSION_ARN}
+EMAIL = "ops@example.com"
+CANARY_STACK = "NagCanary"
+SUBPROCESS_ENV = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
+
+# The only actions allowed on Resource "*": none of them supports resource-level permissions.
+STAR_ONLY_ACTIONS = {
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+}
+EXPECTED_OUTPUTS = {
+    "BucketName",
+    "InputPrefix",
+    "ResultsPrefix",
+    "ErrorsPrefix",
+    "RunsPrefix",
+    "QueueUrl",
+    "DeadLetterQueueUrl",
+    "StateMachineArn",
+    "EventSourceMappingUuid",
+    "NotificationTopicArn",
+    "ProcessorFunctionName",
+    "ProjectVersionArn",
+}
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    config: PipelineConfig
+    template: dict[str, Any]
+    outdir: Path
+    validation_error: str | None
+    report: dict[str, Any]
+
+    @property
+    def assertions(self) -> Template:
+        return Template.from_json(self.template)
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return self.template["Resources"]
+
+    def of_type(self, cfn_type: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == cfn_type}
+
+    def one(self, cfn_type: str) -> tuple[str, dict[str, Any]]:
+        found = self.of_type(cfn_type)
+        assert len(found) == 1, f"expected one {cfn_type}, found {sorted(found)}"
+        return next(iter(found.items()))
+
+    def logical_id(self, cfn_type: str, contains: str) -> str:
+        matches = [k for k in self.of_type(cfn_type) if contains in k]
+        assert len(matches) == 1, f"{cfn_type} containing {contains!r}: {matches}"
+        return matches[0]
+
+    def violations(self, stack_name: str | None = None) -> list[tuple[str, str, str]]:
+        """(rule, severity, construct path) of every cdk-nag finding left unacknowledged."""
+        found = []
+        for plugin in self.report.get("pluginReports", []):
+            for violation in plugin["violations"]:
+                for resource in violation["violatingResources"]:
+                    path = resource["constructPath"]
+                    if stack_name is None or path.split("/")[0] == stack_name:
+                        found.append((violation["ruleName"], violation["severity"], path))
+        return found
+
+
+def synthesize(outdir: Path, overrides: dict[str, Any], *, canary: bool = False) -> Synthesis:
+    """Synthesize like `cdk synth`: cdk.json context + overrides, app.build (which adds cdk-nag)."""
+    context = {**json.loads(CDK_JSON.read_text())["context"], **EXAMPLE_CONTEXT, **overrides}
+    context["@aws-cdk/core:validationReportJson"] = True
+    app = cdk.App(outdir=str(outdir), context=context)
+    stack = cdk_app.build(app)
+    if canary:
+        # A queue without a DLQ or TLS-only policy: AwsSolutions must report it.
+        canary_stack = cdk.Stack(app, CANARY_STACK)
+        sqs.Queue(canary_stack, "NonCompliantQueue", removal_policy=cdk.RemovalPolicy.DESTROY)
+    error = None
+    try:
+        app.synth()
+    except RuntimeError as exc:  # jsii surfaces CDK's ValidationFailed as RuntimeError
+        error = str(exc)
+    report_file = outdir / "policy-validation-report.json"
+    return Synthesis(
+        config=PipelineConfig.from_context(app.node.try_get_context),
+        template=json.loads((outdir / f"{stack.artifact_id}.template.json").read_text()),
+        outdir=outdir,
+        validation_error=error,
+        report=json.loads(report_file.read_text()) if report_file.exists() else {},
+    )
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
+    return synthesize(tmp_path_factory.mktemp("cdk-out"), {})
+
+
+@pytest.fixture(scope="session")
+def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
+    """Schedule disabled and an e-mail subscriber, synthesized next to a non-compliant canary stack."""
+    return synthesize(
+        tmp_path_factory.mktemp("cdk-out-variant"),
+        {"scheduleEnabled": "false", "notificationEmail": EMAIL},
+        canary=True,
+    )
+
+
+def _statements(synth: Synthesis) -> list[tuple[str, dict[str, Any]]]:
+    """(policy logical id, statement) for every identity policy in the template."""
+    out = []
+    for logical_id, policy in synth.of_type("AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            out.append((logical_id, statement))
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _role_statements(synth: Synthesis, role_logical_id: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for logical_id, statement in _statements(synth)
+        if {"Ref": role_logical_id} in synth.resources[logical_id]["Properties"]["Roles"]
+    ]
+
+
+def _granted(statements: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """action -> resources, over a list of Allow statements."""
+    granted: dict[str, list[Any]] = {}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        for action in _as_list(statement["Action"]):
+            granted.setdefault(action, []).extend(_as_list(statement["Resource"]))
+    return granted
+
+
+def _object_arn(bucket_id: str, prefix: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{prefix}*"]]}
+
+
+# ---- ingest: bucket, queue, DLQ, notification -------------------------------------------------
+
+
+def test_mapping_is_created_disabled_with_batch_size_concurrency_and_partial_failures(synth):
+    _, mapping = synth.one("AWS::Lambda::EventSourceMapping")
+    props = mapping["Properties"]
+    assert props["Enabled"] is False
+    assert props["BatchSize"] == synth.config.batch_size
+    assert props["ScalingConfig"] == {"MaximumConcurrency": synth.config.max_concurrency}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    assert props["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+
+
+def test_queue_redrives_to_dlq_after_max_receive_count(synth):
+    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    dlq_id = synth.logical_id("AWS::SQS::Queue", "DeadLetterQueue")
+    assert synth.resources[queue_id]["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+        "maxReceiveCount": synth.config.max_receive_count,
+    }
+
+
+def test_queue_visibility_is_at_least_six_times_the_function_timeout(synth):
+    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    function_id = synth.logical_id("AWS::Lambda::Function", "ProcessorFunction")
+    timeout = synth.resources[function_id]["Properties"]["Timeout"]
+    visibility = synth.resources[queue_id]["Properties"]["VisibilityTimeout"]
+    assert timeout == synth.config.processor_timeout_seconds
+    assert visibility == synth.config.visibility_timeout_seconds
+    assert visibility >= 6 * timeout
+
+
+def test_queues_are_encrypted_tls_only_and_keep_messages_14_days(synth):
+    queues = synth.of_type("AWS::SQS::Queue")
+    assert len(queues) == 2
+    for queue_id, queue in queues.items():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+        assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+        assert queue["DeletionPolicy"] == "Delete"
+        synth.assertions.has_resource_properties(
+            "AWS::SQS::QueuePolicy",
+            {
+                "Queues": [{"Ref": queue_id}],
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Effect": "Deny",
+                                    "Principal": {"AWS": "*"},
+                                    "Action": "sqs:*",
+                                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                                }
+                            )
+                        ]
+                    )
+                },
+            },
+        )
+
+
+def test_both_buckets_are_encrypted_private_tls_only_and_retained(synth):
+    buckets = synth.of_type("AWS::S3::Bucket")
+    assert len(buckets) == 2
+    for bucket_id, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert props["BucketEncryption"] == {
+            "ServerSideEncryptionConfiguration": [
+                {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+            ]
+        }
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        assert bucket["DeletionPolicy"] == "Retain"
+        assert bucket["UpdateReplacePolicy"] == "Retain"
+        synth.assertions.has_resource_properties(
+            "AWS::S3::BucketPolicy",
+            {
+                "Bucket": {"Ref": bucket_id},
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Effect": "Deny",
+                                    "Action": "s3:*",
+                                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                                }
+                            )
+                        ]
+                    )
+                },
+            },
+        )
+
+
+def test_image_bucket_logs_access_to_the_separate_log_bucket(synth):
+    image_id = synth.logical_id("AWS::S3::Bucket", "ImageBucket")
+    log_id = synth.logical_id("AWS::S3::Bucket", "AccessLogBucket")
+    logging = synth.resources[image_id]["Properties"]["LoggingConfiguration"]
+    assert logging["DestinationBucketName"] == {"Ref": log_id}
+
+
+def test_uploads_notify_the_queue_filtered_by_input_prefix_only(synth):
+    _, notifications = synth.one("Custom::S3BucketNotifications")
+    image_id = synth.logical_id("AWS::S3::Bucket", "ImageBucket")
+    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    props = notifications["Properties"]
+    assert props["BucketName"] == {"Ref": image_id}
+    assert props["NotificationConfiguration"] == {
+        "QueueConfigurations": [
+            {
+                "Events": ["s3:ObjectCreated:*"],
+                # No suffix rule: ".JPG" uploads must reach the processor too.
+                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": synth.config.input_prefix}]}},
+                "QueueArn": {"Fn::GetAtt": [queue_id, "Arn"]},
+            }
+        ]
+    }
+
+
+# ---- processor -------------------------------------------------------------------------------
+
+
+def test_processor_function_configuration(synth):
+    function_id = synth.logical_id("AWS::Lambda::Function", "ProcessorFunction")
+    props = synth.resources[function_id]["Properties"]
+    image_id = synth.logical_id("AWS::S3::Bucket", "ImageBucket")
+    log_group_id = synth.logical_id("AWS::Logs::LogGroup", "Processor")
+    assert props["Runtime"] == "python3.14"
+    assert props["Architectures"] == ["arm64"]
+    assert props["Handler"] == "processor.app.lambda_handler"
+    assert props["MemorySize"] == synth.config.processor_memory_mb
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["LoggingConfig"] == {"LogGroup": {"Ref": log_group_id}}
+    assert props["Environment"]["Variables"] == synth.config.processor_environment(
+        bucket={"Ref": image_id}  # the bucket name is a Ref in the template
+    )
+    assert synth.resources[log_group_id]["Properties"]["RetentionInDays"] == 30
+
+
+def test_powertools_layer_resolves_from_public_ssm_parameter_at_deploy_time(synth):
+    function_id = synth.logical_id("AWS::Lambda::Function", "ProcessorFunction")
+    (layer,) = synth.resources[function_id]["Properties"]["Layers"]
+    parameter = synth.template["Parameters"][layer["Ref"]]
+    assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
+    assert parameter["Default"] == powertools_layer_parameter(
+        powertools_version=synth.config.powertools_version
+    )
+    assert parameter["Default"] == "/aws/service/powertools/python/arm64/python3.14/3.37.0"
+
+
+def test_code_asset_is_the_lambdas_directory_without_caches(synth):
+    function_id = synth.logical_id("AWS::Lambda::Function", "ProcessorFunction")
+    s3_key = synth.resources[function_id]["Properties"]["Code"]["S3Key"]
+    manifest = json.loads((synth.outdir / f"{cdk_app.DEFAULT_STACK_NAME}.assets.json").read_text())
+    (source,) = [
+        asset["source"]
+        for asset in manifest["files"].values()
+        if any(d["objectKey"] == s3_key for d in asset["destinations"].values())
+    ]
+    assert source.get("packaging") == "zip"
+    staged = synth.outdir / source["path"]
+    files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
+    assert "processor/app.py" in files  # the handler module the Handler setting names
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    assert files == {
+        p.relative_to(REPO_ROOT / "lambdas").as_posix()
+        for p in (REPO_ROOT / "lambdas").rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.suffix != ".pyc"
+        and ".pytest_cache" not in p.parts
+    }
+
+
+# ---- notifications ---------------------------------------------------------------------------
+
+
+def test_topic_is_encrypted_with_a_rotating_customer_managed_key(synth):
+    key_id, key = synth.one("AWS::KMS::Key")
+    assert key["Properties"]["EnableKeyRotation"] is True
+    _, topic = synth.one("AWS::SNS::Topic")
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    services = [
+        statement
+        for statement in key["Properties"]["KeyPolicy"]["Statement"]
+        if "Service" in statement.get("Principal", {})
+    ]
+    assert len(services) == 1
+    assert sorted(services[0]["Principal"]["Service"]) == ["cloudwatch.amazonaws.com", "events.amazonaws.com"]
+    assert sorted(services[0]["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+
+
+def test_topic_refuses_publishing_without_tls(synth):
+    topic_id, _ = synth.one("AWS::SNS::Topic")
+    synth.assertions.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "Topics": [{"Ref": topic_id}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Deny",
+                                "Action": "sns:Publish",
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+
+
+def test_email_subscription_only_when_configured(synth, variant):
+    assert synth.of_type("AWS::SNS::Subscription") == {}
+    _, subscription = variant.one("AWS::SNS::Subscription")
+    topic_id, _ = variant.one("AWS::SNS::Topic")
+    assert subscription["Properties"] == {
+        "Protocol": "email",
+        "TopicArn": {"Ref": topic_id},
+        "Endpoint": EMAIL,
+    }
+
+
+# ---- orchestration ---------------------------------------------------------------------------
+
+
+def test_state_machine_is_standard_logged_traced_and_inlines_the_asl(synth):
+    _, machine = synth.one("AWS::StepFunctions::StateMachine")
+    props = machine["Properties"]
+    log_group_id = synth.logical_id("AWS::Logs::LogGroup", "Orchestration")
+    assert props["StateMachineType"] == "STANDARD"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["LoggingConfiguration"]["Destinations"] == [
+        {"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": [log_group_id, "Arn"]}}}
+    ]
+    assert synth.resources[log_group_id]["Properties"]["RetentionInDays"] == 30
+    assert json.loads(props["DefinitionString"]) == json.loads(STATE_MACHINE_ASL.read_text())
+
+
+def test_schedule_rule_starts_the_machine_with_schedule_trigger(synth):
+    rule_id = synth.logical_id("AWS::Events::Rule", "ScheduleRule")
+    machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    props = synth.resources[rule_id]["Properties"]
+    assert props["ScheduleExpression"] == synth.config.schedule == "rate(1 hour)"
+    assert props["State"] == "ENABLED"
+    (target,) = props["Targets"]
+    assert target["Arn"] == {"Ref": machine_id}
+    assert json.loads(target["Input"]) == {"trigger": "schedule"}
+
+
+def test_schedule_rule_disabled_when_schedule_enabled_is_false(variant):
+    rule_id = variant.logical_id("AWS::Events::Rule", "ScheduleRule")
+    assert variant.config.schedule_enabled is False
+    assert variant.resources[rule_id]["Properties"]["State"] == "DISABLED"
+
+
+def test_cleanup_rule_matches_failed_timed_out_and_aborted_runs_except_cleanups(synth):
+    rule_id = synth.logical_id("AWS::Events::Rule", "CleanUpRule")
+    machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    assert synth.resources[rule_id]["Properties"]["EventPattern"] == {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {
+            "stateMachineArn": [{"Ref": machine_id}],
+            "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+            "input": [{"anything-but": {"prefix": CLEANUP_INPUT_PREFIX}}],
+        },
+    }
+
+
+def test_cleanup_input_starts_with_the_excluded_prefix_and_reaches_the_cleanup_route(synth):
+    rule_id = synth.logical_id("AWS::Events::Rule", "CleanUpRule")
+    machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    (target,) = synth.resources[rule_id]["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": machine_id}
+    transformer = target["InputTransformer"]
+    assert transformer["InputPathsMap"] == {
+        "detail-executionArn": "$.detail.executionArn",
+        "detail-status": "$.detail.status",
+    }
+    template = transformer["InputTemplate"]
+    # Otherwise a failed clean-up run would trigger another clean-up, forever.
+    assert template.startswith(CLEANUP_INPUT_PREFIX)
+    # EventBridge writes a string value quoted where an unquoted placeholder stands in JSON.
+    execution = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:machine:run-1"
+    rendered = template.replace("<detail-executionArn>", json.dumps(execution)).replace(
+        "<detail-status>", json.dumps("TIMED_OUT")
+    )
+    assert json.loads(rendered) == {"cleanup": {"execution": execution, "status": "TIMED_OUT"}}
+    asl = json.loads(STATE_MACHINE_ASL.read_text())
+    routes = asl["States"]["IsAnotherRunActive"]["Choices"]
+    assert {"Variable": "$.cleanup", "IsPresent": True, "Next": "DescribeModelForLeftovers"} in routes
+
+
+def test_rules_start_runs_only_after_the_overlap_guard_permission_exists(synth):
+    policy_id = synth.logical_id("AWS::IAM::Policy", "ListOwnExecutions")
+    for name in ("ScheduleRule", "CleanUpRule"):
+        rule = synth.resources[synth.logical_id("AWS::Events::Rule", name)]
+        assert policy_id in rule["DependsOn"]
+
+
+# ---- IAM scoping -----------------------------------------------------------------------------
+
+
+def test_star_resources_only_for_actions_without_resource_level_permissions(synth):
+    for logical_id, statement in _statements(synth):
+        if "*" in _as_list(statement["Resource"]):
+            assert set(_as_list(statement["Action"])) <= STAR_ONLY_ACTIONS, logical_id
+
+
+def test_every_statement_uses_exact_actions(synth):
+    for logical_id, statement in _statements(synth):
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action, (logical_id, action)
+
+
+def test_processor_role_is_scoped_to_prefixes_model_queue_and_log_group(synth):
+    role_id = synth.logical_id("AWS::IAM::Role", "ProcessorRole")
+    image_id = synth.logical_id("AWS::S3::Bucket", "ImageBucket")
+    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    log_group_id = synth.logical_id("AWS::Logs::LogGroup", "Processor")
+    queue_arn = {"Fn::GetAtt": [queue_id, "Arn"]}
+    config = synth.config
+    granted = _granted(_role_statements(synth, role_id))
+    assert granted == {
+        "logs:CreateLogStream": [{"Fn::GetAtt": [log_group_id, "Arn"]}],
+        "logs:PutLogEvents": [{"Fn::GetAtt": [log_group_id, "Arn"]}],
+        "s3:GetObject": [_object_arn(image_id, config.input_prefix)],
+        "s3:PutObject": [
+            _object_arn(image_id, config.errors_prefix),
+            _object_arn(image_id, config.results_prefix),
+        ],
+        "rekognition:DetectCustomLabels": [VERSION_ARN],
+        "xray:PutTelemetryRecords": ["*"],
+        "xray:PutTraceSegments": ["*"],
+        "sqs:ChangeMessageVisibility": [queue_arn],
+        "sqs:DeleteMessage": [queue_arn],
+        "sqs:GetQueueAttributes": [queue_arn],
+        "sqs:GetQueueUrl": [queue_arn],
+        "sqs:ReceiveMessage": [queue_arn],
+    }
+    # No AWS managed policy (AWSLambdaBasicExecutionRole would allow logs on every log group).
+    assert "ManagedPolicyArns" not in synth.resources[role_id]["Properties"]
+
+
+def test_state_machine_role_is_scoped_to_exact_arns(synth):
+    role_id = synth.logical_id("AWS::IAM::Role", "StateMachineRole")
+    machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    mapping_id, _ = synth.one("AWS::Lambda::EventSourceMapping")
+    topic_id, _ = synth.one("AWS::SNS::Topic")
+    key_id, _ = synth.one("AWS::KMS::Key")
+    mapping_arn = {
+        "Fn::Join": ["", [f"arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:", {"Ref": mapping_id}]]
+    }
+    granted = _granted(_role_statements(synth, role_id))
+    scoped = {action: resources for action, resources in granted.items() if action not in STAR_ONLY_ACTIONS}
+    assert scoped == {
+        "sqs:GetQueueAttributes": [{"Fn::GetAtt": [queue_id, "Arn"]}],
+        # IAM authorizes DescribeProjectVersions on the project, Start/Stop on the version.
+        "rekognition:DescribeProjectVersions": [PROJECT_ARN],
+        "rekognition:StartProjectVersion": [VERSION_ARN],
+        "rekognition:StopProjectVersion": [VERSION_ARN],
+        "lambda:GetEventSourceMapping": [mapping_arn],
+        "lambda:UpdateEventSourceMapping": [mapping_arn],
+        "sns:Publish": [{"Ref": topic_id}],
+        "kms:Decrypt": [{"Fn::GetAtt": [key_id, "Arn"]}],
+        "kms:GenerateDataKey": [{"Fn::GetAtt": [key_id, "Arn"]}],
+        "states:ListExecutions": [{"Ref": machine_id}],
+    }
+    # ListExecutions names the machine itself, so it must not sit in the policy the machine depends on.
+    list_policy_id = synth.logical_id("AWS::IAM::Policy", "ListOwnExecutions")
+    list_policy = synth.resources[list_policy_id]["Properties"]["PolicyDocument"]["Statement"]
+    assert [s["Action"] for s in list_policy] == ["states:ListExecutions"]
+    assert list_policy_id not in synth.resources[machine_id].get("DependsOn", [])
+
+
+def test_rules_can_only_start_this_state_machine(synth):
+    machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    role_id = synth.logical_id("AWS::IAM::Role", "EventsRole")
+    assert _granted(_role_statements(synth, role_id)) == {"states:StartExecution": [{"Ref": machine_id}]}
+
+
+# ---- ASL <-> template parity -----------------------------------------------------------------
+
+
+def test_asl_placeholders_equal_definition_substitutions(synth):
+    placeholders = set(re.findall(r"\$\{(\w+)\}", STATE_MACHINE_ASL.read_text()))
+    _, machine = synth.one("AWS::StepFunctions::StateMachine")
+    substitutions = machine["Properties"]["DefinitionSubstitutions"]
+    assert placeholders == set(substitutions)
+    assert set(substitutions) == set(
+        synth.config.definition_substitutions(queue_url="q", mapping_uuid="m", topic_arn="t")
+    )
+    # LoadSettings reads every setting with States.StringToJson: each must be a JSON number.
+    for name in synth.config.state_machine_settings():
+        assert isinstance(json.loads(substitutions[name]), int), name
+
+
+def test_every_aws_sdk_task_is_granted_to_the_state_machine_role(synth):
+    role_id = synth.logical_id("AWS::IAM::Role", "StateMachineRole")
+    granted = set(_granted(_role_statements(synth, role_id)))
+    asl = json.loads(STATE_MACHINE_ASL.read_text())
+    needed = set()
+    for state in asl["States"].values():
+        match = re.fullmatch(r"arn:aws:states:::aws-sdk:(\w+):(\w+)", state.get("Resource", ""))
+        if match:
+            service, action = match.groups()
+            prefix = {"sfn": "states"}.get(service, service)
+            needed.add(f"{prefix}:{action[0].upper()}{action[1:]}")
+    assert needed  # the ASL does use aws-sdk integrations
+    assert needed <= granted, needed - granted
+
+
+# ---- stack shape -----------------------------------------------------------------------------
+
+
+def test_outputs_are_exactly_the_names_the_cli_looks_up(synth):
+    assert set(synth.template["Outputs"]) == EXPECTED_OUTPUTS
+    outputs = synth.template["Outputs"]
+    assert outputs["ProjectVersionArn"]["Value"] == VERSION_ARN
+    assert outputs["InputPrefix"]["Value"] == synth.config.input_prefix
+    mapping_id, _ = synth.one("AWS::Lambda::EventSourceMapping")
+    assert outputs["EventSourceMappingUuid"]["Value"] == {"Ref": mapping_id}
+
+
+def test_no_hard_coded_physical_names(synth):
+    name_property = {
+        "AWS::S3::Bucket": "BucketName",
+        "AWS::SQS::Queue": "QueueName",
+        "AWS::Lambda::Function": "FunctionName",
+        "AWS::SNS::Topic": "TopicName",
+        "AWS::StepFunctions::StateMachine": "StateMachineName",
+        "AWS::Logs::LogGroup": "LogGroupName",
+        "AWS::IAM::Role": "RoleName",
+        "AWS::Events::Rule": "Name",
+    }
+    checked = 0
+    for logical_id, resource in synth.resources.items():
+        if resource["Type"] in name_property:
+            checked += 1
+            assert name_property[resource["Type"]] not in resource["Properties"], logical_id
+    assert checked >= 12
+
+
+def test_removal_policies_are_explicit_for_stateful_resources(synth):
+    stateful = {
+        "AWS::S3::Bucket",
+        "AWS::SQS::Queue",
+        "AWS::Logs::LogGroup",
+        "AWS::KMS::Key",
+        "AWS::StepFunctions::StateMachine",
+    }
+    for logical_id, resource in synth.resources.items():
+        if resource["Type"] in stateful:
+            assert resource.get("DeletionPolicy") in ("Retain", "Delete"), logical_id
+
+
+def test_stack_deploys_next_to_the_model(synth):
+    # Concrete account/region from the model ARN: ARNs render literally instead of as pseudo parameters.
+    assert synth.config.region == REGION and synth.config.account == ACCOUNT
+    manifest = json.loads((synth.outdir / "manifest.json").read_text())
+    stack_artifact = manifest["artifacts"][cdk_app.DEFAULT_STACK_NAME]
+    assert stack_artifact["environment"] == f"aws://{ACCOUNT}/{REGION}"
+
+
+# ---- cdk-nag and cfn-lint --------------------------------------------------------------------
+
+
+def test_cdk_nag_aws_solutions_reports_no_unacknowledged_findings(synth):
+    assert synth.validation_error is None, synth.validation_error
+    assert synth.violations() == []
+
+
+def test_cdk_nag_runs_and_can_fail(variant):
+    """The canary stack's queue has no DLQ and no TLS-only policy: the checks app.build registered
+    must report exactly those, and nothing in the pipeline stack."""
+    assert variant.validation_error is not None
+    assert "ValidationFailed" in variant.validation_error
+    assert sorted(rule for rule, _, _ in variant.violations(CANARY_STACK)) == [
+        "AwsSolutions-SQS3",
+        "AwsSolutions-SQS4",
+    ]
+    assert variant.violations(cdk_app.DEFAULT_STACK_NAME) == []
+
+
+def test_every_acknowledgement_hides_a_real_finding(tmp_path, monkeypatch):
+    """With acknowledgements switched off the checks report exactly the acknowledged findings:
+    none is stale, and the checks do inspect the pipeline stack."""
+    monkeypatch.setattr(cdk.Validations, "acknowledge", lambda self, *rules: None)
+    unacknowledged = synthesize(tmp_path, {})
+    stack = cdk_app.DEFAULT_STACK_NAME
+    bucket_arn = "<IngestImageBucket1794FBC5.Arn>"
+    processor_policy = f"{stack}/Processor/Role/DefaultPolicy/Resource"
+    basic_execution = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+    assert sorted((rule, path) for rule, _, path in unacknowledged.violations()) == sorted(
+        [
+            (
+                f"AwsSolutions-IAM4[Policy::{basic_execution}]",
+                f"{stack}/BucketNotificationsHandler050a0587b7544547bf325f094a3db834/Role/Resource",
+            ),
+            (f"AwsSolutions-IAM5[Resource::{bucket_arn}/incoming/*]", processor_policy),
+            (f"AwsSolutions-IAM5[Resource::{bucket_arn}/results/*]", processor_policy),
+            (f"AwsSolutions-IAM5[Resource::{bucket_arn}/errors/*]", processor_policy),
+            ("AwsSolutions-IAM5[Resource::*]", processor_policy),
+            (
+                "AwsSolutions-IAM5[Resource::*]",
+                f"{stack}/Orchestration/StateMachine/Role/DefaultPolicy/Resource",
+            ),
+        ]
+    )
+
+
+def test_cfn_lint_reports_no_errors(synth, tmp_path):
+    from cfnlint.api import ManualArgs, lint_file
+
+    template_file = tmp_path / "template.json"
+    template_file.write_text(json.dumps(synth.template))
+    matches = lint_file(template_file, config=ManualArgs(regions=[REGION]))
+    errors = [f"{m.rule.id}: {m.message}" for m in matches if m.rule.id.startswith("E")]
+    assert errors == []
+
+
+# ---- configuration errors --------------------------------------------------------------------
+
+
+def _run_app(context: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    env = {**SUBPROCESS_ENV, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": "/nonexistent"}
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "app.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "key"),
+    [
+        ({"projectArn": PROJECT_ARN}, "projectVersionArn"),
+        ({"projectArn": "arn:aws:s3:::not-a-project", "projectVersionArn": VERSION_ARN}, "projectArn"),
+    ],
+    ids=["missing-version-arn", "malformed-project-arn"],
+)
+def test_app_exits_1_with_one_line_naming_the_key(context, key):
+    result = _run_app(context)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"schedule": "rate(1 hours)"}, "schedule"),
+        ({"schedule": "every hour"}, "schedule must be rate"),
+        ({"resultsPrefix": "incoming/results/"}, "prefixes must not overlap"),
+        (
+            {"projectVersionArn": VERSION_ARN.replace("project/my-project/", "project/other-project/")},
+            "does not belong to projectArn",
+        ),
+    ],
+    ids=["rate-plural", "not-rate-or-cron", "overlapping-prefixes", "version-not-in-project"],
+)
+def test_config_rejects(overrides, message):
+    context = {**EXAMPLE_CONTEXT, **overrides}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        PipelineConfig.from_context(context.get)

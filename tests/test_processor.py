@@ -1,0 +1,589 @@
+"""Processor Lambda under moto S3/SQS, with DetectCustomLabels answered by botocore's Stubber."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from lambdas.processor import app
+from stacks.config import PipelineConfig
+
+EVENTS = Path(__file__).parent / "events"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+BUCKET = "customlabels-test-images"
+QUEUE_NAME = "customlabels-images"
+QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE_NAME}"
+PROJECT_ARN = f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/my-project/1700000000000"
+MODEL_ARN = f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/my-project/version/my-project.v1/1700000000000"
+NOW = "2025-01-02T03:04:05.678Z"
+ETAG = "0f343b0931126a20f133d67c2b018a3b"  # as in the S3 notification fixture
+MAX_BYTES = 15 * 1024 * 1024
+LABELS = [
+    {
+        "Name": "rose",
+        "Confidence": 97.25,
+        "Geometry": {"BoundingBox": {"Width": 0.5, "Height": 0.25, "Left": 0.125, "Top": 0.0625}},
+    },
+    {"Name": "tulip", "Confidence": 61.5},
+]
+NO_FAILURES = {"batchItemFailures": []}
+
+# Expected whenever an invocation labels nothing (test events, skips).
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "customlabels-processor"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:customlabels-processor"
+    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+
+
+class RekognitionStub:
+    """The module's real Rekognition client with DetectCustomLabels answered by a Stubber, which
+    also checks each request against the service model and the expected parameters."""
+
+    def __init__(self, client: Any) -> None:
+        self.stubber = Stubber(client)
+        self.calls: list[dict[str, Any]] = []
+        client.meta.events.register(
+            "before-parameter-build.rekognition.DetectCustomLabels",
+            lambda params, **_: self.calls.append(copy.deepcopy(params)),
+        )
+
+    def returns(self, key: str, labels: list[dict[str, Any]], **settings: Any) -> None:
+        self.stubber.add_response(
+            "detect_custom_labels", {"CustomLabels": labels}, expected_params=request(key, **settings)
+        )
+
+    def fails(self, key: str, code: str, status: int = 400) -> None:
+        self.stubber.add_client_error(
+            "detect_custom_labels",
+            service_error_code=code,
+            service_message=f"{code} for the test",
+            http_status_code=status,
+            expected_params=request(key),
+        )
+
+    @property
+    def keys(self) -> list[str]:
+        return [call["Image"]["S3Object"]["Name"] for call in self.calls]
+
+
+@dataclass
+class Aws:
+    s3: Any
+    sqs: Any
+    queue_url: str
+    visibility_changes: list[dict[str, Any]]
+
+
+def request(key: str, **settings: Any) -> dict[str, Any]:
+    return {
+        "ProjectVersionArn": MODEL_ARN,
+        "Image": {"S3Object": {"Bucket": BUCKET, "Name": key}},
+        **settings,
+    }
+
+
+def load_event(name: str) -> Any:
+    return json.loads((EVENTS / name).read_text())
+
+
+def s3_record(key: str, *, size: int | None = 2048, event_name: str = "ObjectCreated:Put") -> dict:
+    """One record of the S3 notification fixture, for `key` as S3 sends it (form-URL-encoded)."""
+    record = load_event("s3_object_created.json")["Records"][0]
+    record["eventName"] = event_name
+    record["s3"]["object"]["key"] = key
+    if size is None:
+        del record["s3"]["object"]["size"]
+    else:
+        record["s3"]["object"]["size"] = size
+    return record
+
+
+def notification(*records: dict) -> str:
+    return json.dumps({"Records": list(records)})
+
+
+def deliver(aws: Aws, *bodies: str, source_arn: str = QUEUE_ARN) -> dict[str, Any]:
+    """Send the bodies through the moto queue and wrap what it delivers in Lambda's SQS event
+    (fixture envelope), so message ids and receipt handles are real."""
+    for body in bodies:
+        aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=body)
+    received: list[dict[str, Any]] = []
+    while len(received) < len(bodies):
+        received += aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10)["Messages"]
+    received.sort(key=lambda message: bodies.index(message["Body"]))
+    envelope = load_event("sqs_s3_object_created.json")["Records"][0]
+    records = []
+    for message in received:
+        record = copy.deepcopy(envelope)
+        record.update(
+            messageId=message["MessageId"],
+            receiptHandle=message["ReceiptHandle"],
+            body=message["Body"],
+            md5OfBody=message["MD5OfBody"],
+            eventSourceARN=source_arn,
+        )
+        records.append(record)
+    return {"Records": records}
+
+
+def invoke(event: dict[str, Any]) -> dict[str, Any]:
+    return app.lambda_handler(event, FakeLambdaContext())
+
+
+def stored(aws: Aws) -> dict[str, Any]:
+    """Every object the processor wrote (anything outside the input prefix), parsed, by key."""
+    listing = aws.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    return {
+        item["Key"]: json.loads(aws.s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())
+        for item in listing
+        if not item["Key"].startswith("incoming/")
+    }
+
+
+def failures(*message_ids: str) -> dict[str, Any]:
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in message_ids]}
+
+
+def result_doc(key: str, labels: list[dict[str, Any]], *, size: int = 2048, etag: str | None = None) -> dict:
+    return {
+        "source": {
+            "bucket": BUCKET,
+            "key": key,
+            "etag": etag or ETAG,
+            "size": size,
+        },
+        "modelVersionArn": MODEL_ARN,
+        "labeledAt": NOW,
+        "settings": {"minConfidence": None, "maxResults": None},
+        "customLabels": labels,
+    }
+
+
+def set_processor_env(monkeypatch: pytest.MonkeyPatch, **config: Any) -> None:
+    """The environment the CDK stack gives the function (same source: PipelineConfig)."""
+    pipeline = PipelineConfig(project_arn=PROJECT_ARN, project_version_arn=MODEL_ARN, **config)
+    for name in ("MIN_CONFIDENCE", "MAX_RESULTS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in pipeline.processor_environment(bucket=BUCKET).items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def processor_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_processor_env(monkeypatch)
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # Metrics read these at import, which may have happened before this fixture ran.
+    monkeypatch.setattr(app.metrics, "namespace", "CustomLabelsBatch")
+    monkeypatch.setattr(app.metrics, "service", "customlabels-processor")
+    monkeypatch.setattr(app, "_utc_now", lambda: NOW)
+
+
+@pytest.fixture
+def aws(processor_env: None) -> Any:
+    # Keeping boto3's default session keeps its loaded service models: 3x faster tests.
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
+        for getter in (app.rekognition_client, app.s3_client, app.sqs_client):
+            getter.cache_clear()
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue = sqs.create_queue(QueueName=QUEUE_NAME, Attributes={"VisibilityTimeout": "360"})
+        queue_url = queue["QueueUrl"]
+        changes: list[dict[str, Any]] = []
+        sqs_events = app.sqs_client(REGION).meta.events
+        sqs_events.register(
+            "before-parameter-build.sqs.ChangeMessageVisibility",
+            lambda params, **_: changes.append(dict(params)),
+        )
+        sqs_events.register(
+            "after-call.sqs.ChangeMessageVisibility",
+            lambda http_response, **_: changes[-1].update(status=http_response.status_code),
+        )
+        yield Aws(s3=s3, sqs=sqs, queue_url=queue_url, visibility_changes=changes)
+        for getter in (app.rekognition_client, app.s3_client, app.sqs_client):
+            getter.cache_clear()
+
+
+@pytest.fixture
+def rekognition(aws: Aws) -> Any:
+    stub = RekognitionStub(app.rekognition_client())
+    with stub.stubber:
+        yield stub
+        stub.stubber.assert_no_pending_responses()
+
+
+def test_one_image_gets_one_result_with_labels_settings_source_and_model(aws, rekognition):
+    rekognition.returns("incoming/flowers/red flower.jpg", LABELS)
+
+    response = invoke(load_event("sqs_s3_object_created.json"))
+
+    assert response == NO_FAILURES
+    assert rekognition.keys == ["incoming/flowers/red flower.jpg"]
+    assert stored(aws) == {
+        "results/flowers/red flower.jpg.json": result_doc(
+            "incoming/flowers/red flower.jpg", LABELS, size=52431
+        )
+    }
+    head = aws.s3.head_object(Bucket=BUCKET, Key="results/flowers/red flower.jpg.json")
+    assert head["ContentType"] == "application/json"
+    assert aws.visibility_changes == []
+
+
+def test_throttled_message_alone_is_retried_soon_and_the_others_are_labeled(aws, rekognition):
+    rekognition.returns("incoming/a.jpg", LABELS)
+    rekognition.fails("incoming/b.jpg", "ProvisionedThroughputExceededException")
+    rekognition.returns("incoming/c.jpg", [])
+    event = deliver(
+        aws,
+        notification(s3_record("incoming/a.jpg")),
+        notification(s3_record("incoming/b.jpg")),
+        notification(s3_record("incoming/c.jpg")),
+    )
+    throttled = event["Records"][1]
+
+    response = invoke(event)
+
+    assert response == failures(throttled["messageId"])
+    assert stored(aws) == {
+        "results/a.jpg.json": result_doc("incoming/a.jpg", LABELS),
+        "results/c.jpg.json": result_doc("incoming/c.jpg", []),
+    }
+    # Accepted by moto (status 200), so queue URL and receipt handle were the real ones.
+    assert aws.visibility_changes == [
+        {
+            "QueueUrl": aws.queue_url,
+            "ReceiptHandle": throttled["receiptHandle"],
+            "VisibilityTimeout": 10,
+            "status": 200,
+        }
+    ]
+
+
+class BadInput(NamedTuple):
+    key: str
+    size: int
+    api_error: str | None  # what DetectCustomLabels raises; None: it must not be called
+    error_code: str
+    reason: str
+
+
+UNSUPPORTED = "The object is not a JPEG or PNG image (.jpg, .jpeg or .png)."
+BAD_INPUTS = [
+    BadInput(
+        "incoming/corrupt.jpg",
+        2048,
+        "InvalidImageFormatException",
+        "InvalidImageFormatException",
+        "The image is corrupt or not a format Rekognition reads (JPEG or PNG).",
+    ),
+    BadInput(
+        "incoming/huge.jpg",
+        MAX_BYTES + 1,
+        None,
+        "ImageTooLarge",
+        "The image is 15728641 bytes; DetectCustomLabels accepts at most 15728640.",
+    ),
+    BadInput("incoming/anim.gif", 2048, None, "UnsupportedFileType", UNSUPPORTED),
+    BadInput("incoming/notes.txt", 2048, None, "UnsupportedFileType", UNSUPPORTED),
+    BadInput(
+        "incoming/deleted.png",
+        2048,
+        "InvalidS3ObjectException",
+        "InvalidS3ObjectException",
+        "Rekognition could not read the object from S3 (deleted, not accessible or in another Region).",
+    ),
+    BadInput(
+        "incoming/giant.png",
+        2048,
+        "ImageTooLargeException",
+        "ImageTooLargeException",
+        "The image exceeds Rekognition's size or dimension limits.",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=lambda case: case.key.removeprefix("incoming/"))
+def test_unusable_image_gets_an_error_record_and_is_not_retried(aws, rekognition, case):
+    if case.api_error:
+        rekognition.fails(case.key, case.api_error)
+    event = deliver(aws, notification(s3_record(case.key, size=case.size)))
+
+    response = invoke(event)
+
+    assert response == NO_FAILURES
+    assert rekognition.keys == ([case.key] if case.api_error else [])
+    assert stored(aws) == {
+        "errors/" + case.key.removeprefix("incoming/") + ".json": {
+            "source": {"bucket": BUCKET, "key": case.key, "etag": ETAG, "size": case.size},
+            "reason": case.reason,
+            "errorCode": case.error_code,
+            "messageId": event["Records"][0]["messageId"],
+            "recordedAt": NOW,
+        }
+    }
+    assert aws.visibility_changes == []
+
+
+def test_image_of_exactly_15_mb_is_labeled(aws, rekognition):
+    rekognition.returns("incoming/big.png", LABELS)
+
+    response = invoke(deliver(aws, notification(s3_record("incoming/big.png", size=MAX_BYTES))))
+
+    assert response == NO_FAILURES
+    assert stored(aws) == {"results/big.png.json": result_doc("incoming/big.png", LABELS, size=MAX_BYTES)}
+
+
+def test_extensions_are_accepted_in_any_letter_case(aws, rekognition):
+    keys = ["incoming/photo.JPG", "incoming/scan.Jpeg", "incoming/shot.PNG"]
+    for key in keys:
+        rekognition.returns(key, LABELS)
+
+    response = invoke(deliver(aws, *(notification(s3_record(key)) for key in keys)))
+
+    assert response == NO_FAILURES
+    assert rekognition.keys == keys
+    assert sorted(stored(aws)) == [
+        "results/photo.JPG.json",
+        "results/scan.Jpeg.json",
+        "results/shot.PNG.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("event_key", "key", "result_key"),
+    [
+        ("incoming/red+flower.jpg", "incoming/red flower.jpg", "results/red flower.jpg.json"),
+        ("incoming/a%2Bb.jpg", "incoming/a+b.jpg", "results/a+b.jpg.json"),
+        ("incoming/100%25.jpg", "incoming/100%.jpg", "results/100%.jpg.json"),
+        ("incoming/caf%C3%A9/%E7%8C%AB.png", "incoming/café/猫.png", "results/café/猫.png.json"),
+        (
+            "incoming/2024/06/field+7/img.jpeg",
+            "incoming/2024/06/field 7/img.jpeg",
+            "results/2024/06/field 7/img.jpeg.json",
+        ),
+        ("elsewhere/x.jpg", "elsewhere/x.jpg", "results/elsewhere/x.jpg.json"),
+    ],
+)
+def test_encoded_keys_are_decoded_and_mirrored_under_results(aws, rekognition, event_key, key, result_key):
+    rekognition.returns(key, LABELS)
+
+    response = invoke(deliver(aws, notification(s3_record(event_key))))
+
+    assert response == NO_FAILURES
+    assert rekognition.keys == [key]
+    assert stored(aws) == {result_key: result_doc(key, LABELS)}
+
+
+def test_duplicate_delivery_overwrites_the_same_result(aws, rekognition):
+    rekognition.returns("incoming/a.jpg", LABELS)
+    rekognition.returns("incoming/a.jpg", LABELS)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+
+    first = invoke(event)
+    first_body = aws.s3.get_object(Bucket=BUCKET, Key="results/a.jpg.json")["Body"].read()
+    second = invoke(event)
+
+    assert first == second == NO_FAILURES
+    assert rekognition.keys == ["incoming/a.jpg", "incoming/a.jpg"]
+    assert stored(aws) == {"results/a.jpg.json": result_doc("incoming/a.jpg", LABELS)}
+    assert aws.s3.get_object(Bucket=BUCKET, Key="results/a.jpg.json")["Body"].read() == first_body
+
+
+def test_s3_test_event_succeeds_without_writing_or_labeling(aws, rekognition):
+    response = invoke(deliver(aws, json.dumps(load_event("s3_test_event.json"))))
+
+    assert response == NO_FAILURES
+    assert rekognition.calls == []
+    assert stored(aws) == {}
+
+
+def test_non_creation_events_are_skipped(aws, rekognition):
+    body = notification(s3_record("incoming/a.jpg", event_name="ObjectRemoved:Delete"))
+
+    response = invoke(deliver(aws, body))
+
+    assert response == NO_FAILURES
+    assert rekognition.calls == []
+    assert stored(aws) == {}
+
+
+INCOMPLETE_RECORD = "A record of the message body lacks eventName, bucket name or object key."
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("this is not json {", "The message body is not JSON."),
+        ('{"hello": "world"}', "The message body is JSON but has no S3 event Records."),
+        ('{"Records": [{"eventName": "ObjectCreated:Put"}]}', INCOMPLETE_RECORD),
+    ],
+)
+def test_unreadable_message_is_recorded_with_its_raw_body_and_not_retried(aws, rekognition, body, reason):
+    event = deliver(aws, body)
+    message_id = event["Records"][0]["messageId"]
+
+    response = invoke(event)
+
+    assert response == NO_FAILURES
+    assert rekognition.calls == []
+    assert stored(aws) == {
+        f"errors/_messages/{message_id}.json": {
+            "source": None,
+            "reason": reason,
+            "errorCode": "NotAnS3Notification",
+            "messageId": message_id,
+            "body": body,
+            "recordedAt": NOW,
+        }
+    }
+
+
+def test_message_with_a_transient_failure_in_its_second_record_is_retried(aws, rekognition):
+    rekognition.returns("incoming/first.jpg", LABELS)
+    rekognition.fails("incoming/second.jpg", "ThrottlingException", status=500)
+    event = deliver(aws, notification(s3_record("incoming/first.jpg"), s3_record("incoming/second.jpg")))
+    record = event["Records"][0]
+
+    response = invoke(event)
+
+    assert response == failures(record["messageId"])
+    assert stored(aws) == {"results/first.jpg.json": result_doc("incoming/first.jpg", LABELS)}
+    assert [(c["ReceiptHandle"], c["VisibilityTimeout"], c["status"]) for c in aws.visibility_changes] == [
+        (record["receiptHandle"], 10, 200)
+    ]
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["ResourceNotReadyException", "LimitExceededException", "InternalServerError", "AccessDeniedException"],
+)
+def test_transient_and_unexpected_api_errors_are_retried(aws, rekognition, code):
+    rekognition.fails("incoming/a.jpg", code)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+
+    response = invoke(event)
+
+    assert response == failures(event["Records"][0]["messageId"])
+    assert stored(aws) == {}
+
+
+def test_failed_visibility_change_is_swallowed(aws, rekognition):
+    rekognition.fails("incoming/a.jpg", "ThrottlingException")
+    event = deliver(
+        aws, notification(s3_record("incoming/a.jpg")), source_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:gone"
+    )
+
+    response = invoke(event)
+
+    assert response == failures(event["Records"][0]["messageId"])
+    assert [(c["QueueUrl"], c["status"]) for c in aws.visibility_changes] == [
+        (f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/gone", 400)
+    ]
+
+
+def test_min_confidence_and_max_results_are_sent_only_when_configured(aws, rekognition, monkeypatch):
+    rekognition.returns("incoming/a.jpg", LABELS)
+    rekognition.returns("incoming/b.jpg", LABELS[:1], MinConfidence=55.5, MaxResults=3)
+
+    unconfigured = invoke(deliver(aws, notification(s3_record("incoming/a.jpg"))))
+    # Same process, new configuration: the emulator relies on settings being read per invocation.
+    set_processor_env(monkeypatch, min_confidence=55.5, max_results=3)
+    configured = invoke(deliver(aws, notification(s3_record("incoming/b.jpg"))))
+
+    assert unconfigured == configured == NO_FAILURES
+    assert rekognition.calls == [
+        request("incoming/a.jpg"),
+        request("incoming/b.jpg", MinConfidence=55.5, MaxResults=3),
+    ]
+    results = stored(aws)
+    assert results["results/a.jpg.json"]["settings"] == {"minConfidence": None, "maxResults": None}
+    assert results["results/b.jpg.json"]["settings"] == {"minConfidence": 55.5, "maxResults": 3}
+
+
+def test_missing_event_size_is_read_from_the_object(aws, rekognition):
+    aws.s3.put_object(Bucket=BUCKET, Key="incoming/sized.jpg", Body=b"\xff\xd8" + b"x" * 998)
+    aws.s3.put_object(Bucket=BUCKET, Key="incoming/big.jpg", Body=b"\0" * (MAX_BYTES + 1))
+    rekognition.returns("incoming/sized.jpg", LABELS)
+    event = deliver(
+        aws,
+        notification(s3_record("incoming/sized.jpg", size=None)),
+        notification(s3_record("incoming/big.jpg", size=None)),
+        notification(s3_record("incoming/vanished.jpg", size=None)),
+    )
+
+    response = invoke(event)
+
+    assert response == NO_FAILURES
+    assert rekognition.keys == ["incoming/sized.jpg"]
+    outputs = stored(aws)
+    assert outputs["results/sized.jpg.json"] == result_doc("incoming/sized.jpg", LABELS, size=1000)
+    assert outputs["errors/big.jpg.json"]["errorCode"] == "ImageTooLarge"
+    assert outputs["errors/big.jpg.json"]["source"]["size"] == MAX_BYTES + 1
+    assert outputs["errors/vanished.jpg.json"]["errorCode"] == "ObjectNotFound"
+    assert outputs["errors/vanished.jpg.json"]["source"]["size"] is None
+
+
+def test_pipeline_output_is_never_labeled(aws, rekognition):
+    event = deliver(aws, notification(s3_record("results/a.jpg"), s3_record("errors/b.png")))
+
+    assert invoke(event) == NO_FAILURES
+    assert rekognition.calls == []
+    assert stored(aws) == {}
+
+
+def test_metrics_count_labeled_images_labels_error_records_and_retries(aws, rekognition, capsys):
+    rekognition.returns("incoming/a.jpg", LABELS)
+    rekognition.returns("incoming/b.jpg", LABELS[:1])
+    rekognition.fails("incoming/c.jpg", "ThrottlingException")
+    event = deliver(
+        aws,
+        notification(s3_record("incoming/a.jpg")),
+        notification(s3_record("incoming/b.jpg")),
+        notification(s3_record("incoming/c.jpg")),
+        notification(s3_record("incoming/d.gif")),
+    )
+
+    invoke(event)
+
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert len(emf) == 1
+    [directive] = emf[0]["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "CustomLabelsBatch"
+    assert sorted((m["Name"], m["Unit"]) for m in directive["Metrics"]) == [
+        ("ErrorRecords", "Count"),
+        ("ImagesLabeled", "Count"),
+        ("LabelsFound", "Count"),
+        ("TransientFailures", "Count"),
+    ]
+
+    def total(name: str) -> float:
+        value = emf[0][name]
+        return sum(value) if isinstance(value, list) else value
+
+    assert [total(n) for n in ("ImagesLabeled", "LabelsFound", "ErrorRecords", "TransientFailures")] == [
+        2,
+        3,
+        1,
+        1,
+    ]
