@@ -17,6 +17,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO_ROOT / "cdk.json"
 STATE_MACHINE_ASL = REPO_ROOT / "statemachine" / "batch_run.asl.json"
 
+# Execution statuses after which a Catch cannot have run (FAILED included: a States.Runtime error in
+# a Pass or Choice state skips every Catch); the status-change rule starts a clean-up run for them.
+CLEANUP_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
+# Every clean-up execution's input starts with this, so a failed clean-up never triggers another.
+CLEANUP_INPUT_PREFIX = '{"cleanup"'
+
 _PROJECT_ARN = re.compile(
     r"^arn:aws[a-z-]*:rekognition:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"project/(?P<project>[A-Za-z0-9][A-Za-z0-9_.\-]{0,254})/(?P<stamp>\d{13})$"

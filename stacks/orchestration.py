@@ -13,14 +13,9 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.config import STATE_MACHINE_ASL
+from stacks.config import CLEANUP_INPUT_PREFIX, CLEANUP_STATUSES, STATE_MACHINE_ASL
 
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
-# EventBridge statuses after which a Catch cannot have run (FAILED included: a States.Runtime error
-# in a Pass or Choice state skips every Catch).
-CLEANUP_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
-# Every clean-up execution's input starts with this, so a failed clean-up never triggers another.
-CLEANUP_INPUT_PREFIX = '{"cleanup"'
 
 
 class Orchestration(Construct):

@@ -482,7 +482,7 @@ def test_cleanup_input_starts_with_the_excluded_prefix_and_reaches_the_cleanup_r
     )
     assert json.loads(rendered) == {"cleanup": {"execution": execution, "status": "TIMED_OUT"}}
     asl = json.loads(STATE_MACHINE_ASL.read_text())
-    routes = asl["States"]["IsAnotherRunActive"]["Choices"]
+    routes = asl["States"]["RouteOnTrigger"]["Choices"]
     assert {"Variable": "$.cleanup", "IsPresent": True, "Next": "DescribeModelForLeftovers"} in routes
 
 

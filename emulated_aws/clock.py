@@ -1,0 +1,172 @@
+"""A discrete-event clock shared by every actor of the emulation.
+
+Emulated time moves only when every registered actor (state machine executions, event-source
+mapping pollers, the driver) is asleep on the clock, and then jumps to the earliest wake-up. So a
+duration measured in emulated seconds does not depend on how fast this machine runs the Python in
+between; the time scale only decides how much wall time each jump is stretched to, for people
+watching.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import threading
+import time
+from contextlib import contextmanager
+
+
+class ClockStopped(RuntimeError):
+    """The emulation is shutting down; sleeping actors are released with this."""
+
+
+class VirtualClock:
+    def __init__(self, *, time_scale: float = math.inf, epoch: _dt.datetime | None = None):
+        if time_scale <= 0:
+            raise ValueError("time_scale must be > 0 (emulated seconds per wall second)")
+        self.time_scale = time_scale
+        self.epoch = epoch or _dt.datetime.now(_dt.UTC).replace(microsecond=0)
+        self._now = 0.0
+        self._cond = threading.Condition()
+        self._actors: set[int] = set()
+        self._wake: dict[int, float] = {}  # actor -> emulated wake time (math.inf: waiting for a poke)
+        self._local = threading.local()
+        self._next_actor = 0
+        self._pokes = 0
+        self._stopped = False
+        self._ticker = threading.Thread(target=self._tick_loop, name="virtual-clock", daemon=True)
+        self._ticker.start()
+
+    # ---- reading the time --------------------------------------------------------------------
+    def now(self) -> float:
+        """Emulated seconds since the emulation started."""
+        return self._now
+
+    def datetime(self) -> _dt.datetime:
+        return self.epoch + _dt.timedelta(seconds=self._now)
+
+    def epoch_seconds(self) -> float:
+        return self.epoch.timestamp() + self._now
+
+    # ---- actors ------------------------------------------------------------------------------
+    def new_actor(self) -> int:
+        """Register an actor from any thread; bind it in the thread that will run it."""
+        with self._cond:
+            self._next_actor += 1
+            self._actors.add(self._next_actor)
+            return self._next_actor
+
+    def bind(self, actor: int) -> None:
+        self._local.actor = actor
+
+    def retire(self, actor: int) -> None:
+        with self._cond:
+            self._actors.discard(actor)
+            self._wake.pop(actor, None)
+            self._cond.notify_all()
+        if getattr(self._local, "actor", None) == actor:
+            self._local.actor = None
+
+    @contextmanager
+    def actor(self):
+        """Run the current thread as an actor for the duration of the block."""
+        actor = self.new_actor()
+        self.bind(actor)
+        try:
+            yield actor
+        finally:
+            self.retire(actor)
+
+    def current_actor(self) -> int | None:
+        return getattr(self._local, "actor", None)
+
+    # ---- waiting -----------------------------------------------------------------------------
+    def sleep(self, seconds: float, *, interrupt: threading.Event | None = None) -> None:
+        """Sleep for emulated seconds. Outside an actor thread this is a plain wall-time sleep
+        scaled by the time scale (it must not hold the clock back)."""
+        actor = self.current_actor()
+        if actor is None:
+            time.sleep(0 if math.isinf(self.time_scale) else max(0.0, seconds) / self.time_scale)
+            return
+        with self._cond:
+            wake = self._now + max(0.0, seconds)
+            self._wake[actor] = wake
+            self._cond.notify_all()
+            try:
+                while self._now < wake:
+                    self._check_stopped()
+                    if interrupt is not None and interrupt.is_set():
+                        return
+                    self._cond.wait()
+            finally:
+                self._wake.pop(actor, None)
+                self._cond.notify_all()
+
+    def wait_until(self, predicate, *, timeout: float = math.inf) -> bool:
+        """Sleep until predicate() is true (re-checked after every poke() and every time step) or
+        `timeout` emulated seconds pass. Returns the predicate's last value. The predicate runs
+        outside the clock's lock, so it may call the emulated services."""
+        actor = self.current_actor()
+        if actor is None:
+            raise RuntimeError("wait_until needs an actor thread")
+        deadline = self._now + timeout
+        while True:
+            self._check_stopped()
+            seen = (self._now, self._pokes)
+            if predicate():
+                return True
+            with self._cond:
+                if self._now >= deadline:
+                    return False
+                if (self._now, self._pokes) != seen:
+                    continue
+                self._wake[actor] = deadline
+                self._cond.notify_all()
+                try:
+                    while (self._now, self._pokes) == seen:
+                        self._check_stopped()
+                        self._cond.wait()
+                finally:
+                    self._wake.pop(actor, None)
+                    self._cond.notify_all()
+
+    def poke(self) -> None:
+        """Something changed that actors in wait_until may be waiting for."""
+        with self._cond:
+            self._pokes += 1
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._ticker.join(5)
+
+    def _check_stopped(self) -> None:
+        if self._stopped:
+            raise ClockStopped("the emulation stopped")
+
+    # ---- moving time -------------------------------------------------------------------------
+    def _all_asleep(self) -> bool:
+        return bool(self._actors) and all(a in self._wake for a in self._actors)
+
+    def _tick_loop(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if not self._all_asleep():
+                    self._cond.wait()
+                    continue
+                target = min(self._wake[a] for a in self._actors)
+                if target <= self._now or math.isinf(target):
+                    # Either a woken actor has not run yet, or everyone waits for a poke.
+                    self._cond.wait()
+                    continue
+                if not math.isinf(self.time_scale):
+                    # Stretch the jump over wall time for people watching; start over if anything
+                    # changes meanwhile (a poke, a new actor, an earlier wake-up).
+                    state = (dict(self._wake), set(self._actors), self._pokes)
+                    self._cond.wait((target - self._now) / self.time_scale)
+                    if (dict(self._wake), set(self._actors), self._pokes) != state:
+                        continue
+                self._now = target
+                self._cond.notify_all()

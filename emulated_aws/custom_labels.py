@@ -1,0 +1,329 @@
+"""An emulated Rekognition Custom Labels model version: lifecycle, capacity, detections and billing.
+
+Detections come only from annotations (a SageMaker Ground Truth manifest, the format Custom Labels
+trains from), matched to images by content hash: an image nobody annotated gets no labels.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from .clock import VirtualClock
+
+MAX_S3_IMAGE_BYTES = 15 * 1024 * 1024
+MIN_DIMENSION, MAX_DIMENSION = 64, 4096
+
+
+class ModelError(Exception):
+    """An API error with the code AWS uses; the moto glue turns it into a service error."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Annotation:
+    name: str
+    confidence: float  # 0-100
+    box: dict[str, float] | None = None  # BoundingBox ratios, as the API returns them
+
+
+@dataclass
+class ModelBehaviour:
+    """How the emulated model behaves; faults change these."""
+
+    start_seconds: float = 600.0
+    stop_seconds: float = 60.0
+    tps_per_inference_unit: float = 5.0
+    latency_seconds: float = 0.4
+    start_fails: bool = False  # STARTING -> FAILED instead of RUNNING
+    # [from, to) in emulated seconds after the model last became RUNNING: every call is throttled
+    throttle_windows: list[tuple[float, float]] = field(default_factory=list)
+
+
+class Annotations:
+    """Ground Truth manifest lines, keyed by the SHA-256 of the image each line points at."""
+
+    def __init__(self) -> None:
+        self._by_digest: dict[str, list[Annotation]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def add(self, image_bytes: bytes, annotations: list[Annotation]) -> None:
+        self._by_digest[hashlib.sha256(image_bytes).hexdigest()] = annotations
+
+    def lookup(self, image_bytes: bytes) -> list[Annotation]:
+        return self._by_digest.get(hashlib.sha256(image_bytes).hexdigest(), [])
+
+    @classmethod
+    def from_manifest(cls, manifest: Path, images_dir: Path) -> Annotations:
+        """Read a Ground Truth manifest (JSON Lines). `source-ref` may be an s3:// URI or a path; it is
+        matched to a file under images_dir by its path relative to that folder, then by file name."""
+        annotations = cls()
+        files = {p.relative_to(images_dir).as_posix(): p for p in images_dir.rglob("*") if p.is_file()}
+        by_name: dict[str, list[Path]] = collections.defaultdict(list)
+        for rel, path in files.items():
+            by_name[Path(rel).name].append(path)
+        for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                ref = entry["source-ref"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(f"{manifest}:{number}: not a Ground Truth manifest line ({error})") from None
+            path = _resolve_source_ref(ref, files, by_name)
+            if path is None:
+                raise ValueError(f"{manifest}:{number}: no image under {images_dir} matches {ref!r}")
+            data = path.read_bytes()
+            annotations.add(data, parse_manifest_entry(entry, data))
+        return annotations
+
+
+def _resolve_source_ref(ref: str, files: dict[str, Path], by_name: dict[str, list[Path]]) -> Path | None:
+    tail = ref.split("://", 1)[1].split("/", 1)[1] if "://" in ref else ref
+    parts = tail.split("/")
+    for start in range(len(parts)):  # longest matching suffix of the path wins
+        candidate = "/".join(parts[start:])
+        if candidate in files:
+            return files[candidate]
+    matches = by_name.get(parts[-1], [])
+    return matches[0] if len(matches) == 1 else None
+
+
+def parse_manifest_entry(entry: dict, image_bytes: bytes) -> list[Annotation]:
+    """Labels of one manifest line: object-detection attributes give boxes, classification ones
+    give image-level labels. Confidence is the annotation's own (Ground Truth 0-1, as a percent)."""
+    found: list[Annotation] = []
+    for attribute, metadata in entry.items():
+        if not attribute.endswith("-metadata") or not isinstance(metadata, dict):
+            continue
+        label_attr = attribute[: -len("-metadata")]
+        kind = str(metadata.get("type", ""))
+        if kind.endswith("object-detection"):
+            data = entry.get(label_attr) or {}
+            size = (data.get("image_size") or [{}])[0]
+            width, height = size.get("width"), size.get("height")
+            if not width or not height:
+                width, height = Image.open(io.BytesIO(image_bytes)).size
+            class_map = metadata.get("class-map", {})
+            objects = metadata.get("objects", [])
+            for index, box in enumerate(data.get("annotations", [])):
+                confidence = objects[index].get("confidence", 1) if index < len(objects) else 1
+                found.append(
+                    Annotation(
+                        name=class_map.get(str(box["class_id"]), str(box["class_id"])),
+                        confidence=round(float(confidence) * 100, 3),
+                        box={
+                            "Width": round(box["width"] / width, 6),
+                            "Height": round(box["height"] / height, 6),
+                            "Left": round(box["left"] / width, 6),
+                            "Top": round(box["top"] / height, 6),
+                        },
+                    )
+                )
+        elif kind.endswith("image-classification") and "class-name" in metadata:
+            found.append(
+                Annotation(
+                    name=metadata["class-name"],
+                    confidence=round(float(metadata.get("confidence", 1)) * 100, 3),
+                )
+            )
+    return found
+
+
+class EmulatedModel:
+    """One model version. All times are emulated seconds from the shared clock."""
+
+    def __init__(
+        self,
+        *,
+        clock: VirtualClock,
+        project_arn: str,
+        version_arn: str,
+        annotations: Annotations | None = None,
+        behaviour: ModelBehaviour | None = None,
+    ):
+        self.clock = clock
+        self.project_arn = project_arn
+        self.version_arn = version_arn
+        self.version_name = version_arn.split("/version/")[1].split("/", maxsplit=1)[0]
+        self.annotations = annotations or Annotations()
+        self.behaviour = behaviour or ModelBehaviour()
+        self.created = clock.epoch_seconds()
+        self._lock = threading.Lock()
+        self._timeline: list[tuple[float, str]] = [(0.0, "STOPPED")]
+        self._inference_units = 0
+        self._max_inference_units: int | None = None
+        self._recent: collections.deque[float] = collections.deque()
+        self.calls = collections.Counter()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def status(self) -> str:
+        now = self.clock.now()
+        with self._lock:
+            return self._status_at(now)
+
+    def _status_at(self, t: float) -> str:
+        current = self._timeline[0][1]
+        for when, status in self._timeline:
+            if when <= t:
+                current = status
+        return current
+
+    def _running_since(self, t: float) -> float:
+        since = 0.0
+        for when, status in self._timeline:
+            if when <= t and status == "RUNNING":
+                since = when
+        return since
+
+    def describe(self) -> dict:
+        status = self.status()
+        messages = {
+            "STOPPED": "The model is stopped.",
+            "STARTING": "The model is being started.",
+            "RUNNING": "The model is running.",
+            "STOPPING": "The model is being stopped.",
+            "FAILED": "The model failed to start (emulated fault).",
+        }
+        description = {
+            "ProjectVersionArn": self.version_arn,
+            "CreationTimestamp": self.created,
+            "Status": status,
+            "StatusMessage": messages.get(status, status),
+        }
+        if self._inference_units:
+            description["MinInferenceUnits"] = self._inference_units
+            if self._max_inference_units:
+                description["MaxInferenceUnits"] = self._max_inference_units
+        return description
+
+    def start(self, min_inference_units: int, max_inference_units: int | None = None) -> str:
+        now = self.clock.now()
+        with self._lock:
+            self.calls["StartProjectVersion"] += 1
+            status = self._status_at(now)
+            if status in ("RUNNING", "STARTING", "STOPPING"):
+                raise ModelError("ResourceInUseException", f"The model is {status}.")
+            if min_inference_units < 1:
+                raise ModelError("InvalidParameterException", "MinInferenceUnits must be at least 1.")
+            self._inference_units = min_inference_units
+            self._max_inference_units = max_inference_units
+            end = "FAILED" if self.behaviour.start_fails else "RUNNING"
+            self._timeline += [(now, "STARTING"), (now + self.behaviour.start_seconds, end)]
+            return "STARTING"
+
+    def stop(self) -> str:
+        now = self.clock.now()
+        with self._lock:
+            self.calls["StopProjectVersion"] += 1
+            status = self._status_at(now)
+            if status not in ("RUNNING", "STARTING"):
+                raise ModelError(
+                    "ResourceInUseException", f"The model is {status}; only a running model stops."
+                )
+            self._timeline = [(t, s) for t, s in self._timeline if t <= now]
+            self._timeline += [(now, "STOPPING"), (now + self.behaviour.stop_seconds, "STOPPED")]
+            return "STOPPING"
+
+    def running_seconds(self) -> float:
+        """Emulated seconds spent RUNNING so far: what Custom Labels bills."""
+        now = self.clock.now()
+        with self._lock:
+            total, since = 0.0, None
+            for when, status in self._timeline:
+                if when > now:
+                    break
+                if status == "RUNNING" and since is None:
+                    since = when
+                elif status != "RUNNING" and since is not None:
+                    total, since = total + when - since, None
+            if since is not None:
+                total += now - since
+            return total
+
+    def inference_unit_seconds(self) -> float:
+        return self.running_seconds() * max(self._inference_units, 1)
+
+    @property
+    def inference_units(self) -> int:
+        return self._inference_units
+
+    @property
+    def capacity_tps(self) -> float:
+        return max(self._inference_units, 1) * self.behaviour.tps_per_inference_unit
+
+    # ---- inference -----------------------------------------------------------------------
+    def detect(
+        self, image_bytes: bytes | None, *, min_confidence: float | None, max_results: int | None
+    ) -> list:
+        now = self.clock.now()
+        with self._lock:
+            self.calls["DetectCustomLabels"] += 1
+            if self._status_at(now) != "RUNNING":
+                raise ModelError("ResourceNotReadyException", "The model is not running.")
+            since = self._running_since(now)
+            if any(since + start <= now < since + end for start, end in self.behaviour.throttle_windows):
+                self.calls["Throttled"] += 1
+                raise ModelError(
+                    "ProvisionedThroughputExceededException", "Throughput exceeded (throttling storm)."
+                )
+            while self._recent and self._recent[0] <= now - 1.0:
+                self._recent.popleft()
+            if len(self._recent) >= self.capacity_tps:
+                self.calls["Throttled"] += 1
+                raise ModelError(
+                    "ProvisionedThroughputExceededException",
+                    f"More than {self.capacity_tps:g} requests per second for the running inference units.",
+                )
+            self._recent.append(now)
+        labels = self._labels_for(image_bytes, min_confidence=min_confidence, max_results=max_results)
+        # The call takes the model's latency; throughput is bounded by capacity above.
+        self.clock.sleep(self.behaviour.latency_seconds)
+        with self._lock:
+            self.calls["Labeled"] += 1
+        return labels
+
+    def _labels_for(self, image_bytes: bytes | None, *, min_confidence, max_results) -> list:
+        if image_bytes is None:
+            raise ModelError("InvalidS3ObjectException", "Unable to get object metadata from S3.")
+        if len(image_bytes) > MAX_S3_IMAGE_BYTES:
+            raise ModelError("ImageTooLargeException", "The image is larger than 15 MB.")
+        try:
+            with Image.open(io.BytesIO(image_bytes)) as image:
+                image_format, (width, height) = image.format, image.size
+                image.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise ModelError("InvalidImageFormatException", "The image is not a valid JPEG or PNG.") from None
+        if image_format not in ("JPEG", "PNG"):
+            raise ModelError("InvalidImageFormatException", f"Unsupported image format {image_format}.")
+        if max(width, height) > MAX_DIMENSION:
+            raise ModelError("ImageTooLargeException", f"{width}x{height} exceeds {MAX_DIMENSION} pixels.")
+        if min(width, height) < MIN_DIMENSION:
+            raise ModelError(
+                "InvalidImageFormatException", f"{width}x{height} is under {MIN_DIMENSION} pixels."
+            )
+        threshold = 50.0 if min_confidence is None else float(min_confidence)
+        labels = [
+            {
+                "Name": a.name,
+                "Confidence": a.confidence,
+                **({"Geometry": {"BoundingBox": a.box}} if a.box else {}),
+            }
+            for a in self.annotations.lookup(image_bytes)
+            if a.confidence >= threshold
+        ]
+        labels.sort(key=lambda label: -label["Confidence"])
+        return labels[:max_results] if max_results else labels

@@ -1,0 +1,247 @@
+"""Lambda's SQS event-source mapping, emulated: pollers that run the real handler in-process.
+
+AWS semantics kept: polls only while the mapping is Enabled; batches up to BatchSize; at most
+MaximumConcurrency batches at once; deletes what succeeded; honours `batchItemFailures` (an
+invalid response fails the whole batch); an invocation error returns the whole batch to the queue,
+where the visibility timeout and the queue's redrive policy (moto's) take over.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import boto3
+
+from .clock import ClockStopped, VirtualClock
+from .moto_patches import SQS_LOCK
+
+IDLE_POLL_SECONDS = 1.0
+LONG_POLL_SECONDS = 20.0  # Lambda's pollers use SQS long polling
+
+
+class InvocationCrash(RuntimeError):
+    """The function's runtime died mid-batch (an injected fault): nothing from the batch is deleted."""
+
+
+@dataclass
+class LambdaContext:
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    aws_request_id: str
+    timeout_seconds: int
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = "emulated"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.timeout_seconds * 1000
+
+
+class EventSourceMappingEmulator:
+    def __init__(
+        self,
+        *,
+        clock: VirtualClock,
+        region: str,
+        mapping_uuid: str,
+        queue_url: str,
+        max_concurrency: int,
+        handler_factory: Callable[[int], Callable[[dict, object], dict]],
+        timeout_seconds: int,
+        before_invoke: Callable[[dict], None] | None = None,
+    ):
+        self.clock = clock
+        self.mapping_uuid = mapping_uuid
+        self.queue_url = queue_url
+        self.max_concurrency = max_concurrency
+        # One handler per poller: each stands for a Lambda execution environment, which has module
+        # state of its own (the handler's BatchProcessor must not be shared between invocations).
+        self.handler_factory = handler_factory
+        self.timeout_seconds = timeout_seconds
+        self.before_invoke = before_invoke
+        self._lambda = boto3.client("lambda", region_name=region)
+        self._sqs = boto3.client("sqs", region_name=region)
+        mapping = self._lambda.get_event_source_mapping(UUID=mapping_uuid)
+        self.batch_size = mapping["BatchSize"]
+        self.function_arn = mapping["FunctionArn"]
+        self.event_source_arn = mapping["EventSourceArn"]
+        self.region = region
+        self.stats = Counter()
+        self.errors: list[str] = []
+        self.fatal: str | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._stats_lock = threading.Lock()
+
+    def start(self) -> None:
+        for index in range(self.max_concurrency):
+            actor = self.clock.new_actor()
+            handler = self.handler_factory(index)
+            thread = threading.Thread(
+                target=self._run, args=(actor, handler), name=f"esm-poller-{index}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.clock.poke()
+        for thread in self._threads:
+            thread.join(10)
+
+    # Polling reads moto's objects directly: it runs on every emulated step, and going through
+    # boto3 for each look would make long runs slow without changing what they show.
+    def _enabled(self) -> bool:
+        from moto.awslambda.utils import get_backend
+
+        account = self.function_arn.split(":")[4]
+        return bool(get_backend(account, self.region).get_event_source_mapping(self.mapping_uuid).enabled)
+
+    def _moto_queue(self):
+        from moto.sqs.models import sqs_backends
+
+        account, name = self.event_source_arn.split(":")[4:6]
+        return sqs_backends[account][self.region].queues[name]
+
+    def _wait_for_messages(self) -> None:
+        """Long polling: return when a message is visible, the mapping changes, or 20 s pass."""
+        queue = self._moto_queue()
+        now_ms = self.clock.epoch_seconds() * 1000
+        with SQS_LOCK:
+            ready_at = [max(m.visible_at, m.delayed_until) for m in queue._messages]
+        if any(t < now_ms for t in ready_at):
+            # Visible, but another poller took it first: look again a moment later.
+            self.clock.sleep(IDLE_POLL_SECONDS)
+            return
+        upcoming = [t for t in ready_at if t >= now_ms]
+        timeout = (
+            min(LONG_POLL_SECONDS, (min(upcoming) - now_ms) / 1000 + 0.001) if upcoming else LONG_POLL_SECONDS
+        )
+        self.clock.wait_until(
+            lambda: self._stopping.is_set() or not self._enabled() or _any_ready(queue),
+            timeout=timeout,
+        )
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[name] += amount
+
+    def _run(self, actor: int, handler: Callable[[dict, object], dict]) -> None:
+        self.clock.bind(actor)
+        try:
+            while not self._stopping.is_set():
+                if not self._enabled():
+                    self.clock.wait_until(lambda: self._stopping.is_set() or self._enabled())
+                    continue
+                messages = self._receive()
+                if not messages:
+                    self._wait_for_messages()
+                    continue
+                self._invoke(handler, messages)
+        except ClockStopped:
+            pass
+        except Exception:  # a poller must never die silently: the driver stops the emulation
+            self.fatal = traceback.format_exc()
+        finally:
+            self.clock.retire(actor)
+
+    def _receive(self) -> list[dict]:
+        messages: list[dict] = []
+        while len(messages) < self.batch_size:
+            got = self._sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
+                MessageSystemAttributeNames=["All"],
+                WaitTimeSeconds=0,
+            ).get("Messages", [])
+            messages += got
+            if len(got) < 10:
+                break
+        return messages
+
+    def _event(self, messages: list[dict]) -> dict:
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.event_source_arn,
+                    "awsRegion": self.region,
+                }
+                for m in messages
+            ]
+        }
+
+    def _invoke(self, handler: Callable[[dict, object], dict], messages: list[dict]) -> None:
+        event = self._event(messages)
+        context = LambdaContext(
+            function_name=self.function_arn.split(":")[-1],
+            invoked_function_arn=self.function_arn,
+            memory_limit_in_mb=256,
+            aws_request_id=str(uuid.uuid4()),
+            timeout_seconds=self.timeout_seconds,
+        )
+        self._count("invocations")
+        self._count("messagesReceived", len(messages))
+        try:
+            if self.before_invoke:
+                self.before_invoke(event)
+            response = handler(event, context)
+        except Exception as error:  # the whole batch fails, as for a crashed or failed invocation
+            self._count("invocationErrors")
+            self.errors.append(f"{type(error).__name__}: {error}")
+            return
+        failed = _failed_ids(response, {m["MessageId"] for m in messages})
+        if failed is None:
+            self._count("invalidResponses")
+            self.errors.append(f"invalid function response (the whole batch is retried): {response!r:.300}")
+            return
+        done = [m for m in messages if m["MessageId"] not in failed]
+        self._count("itemFailures", len(failed))
+        for start in range(0, len(done), 10):
+            chunk = done[start : start + 10]
+            self._sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+        self._count("messagesDeleted", len(done))
+
+
+def _any_ready(queue) -> bool:
+    with SQS_LOCK:
+        return any(m.visible and not m.delayed for m in queue._messages)
+
+
+def _failed_ids(response: object, batch_ids: set[str]) -> set[str] | None:
+    """The message ids to keep, or None when Lambda would treat the response as a failed batch."""
+    if response is None:
+        return set()
+    if isinstance(response, str):
+        try:
+            response = json.loads(response)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(response, dict):
+        return None
+    failures = response.get("batchItemFailures", [])
+    if failures is None:
+        return set()
+    ids = set()
+    for failure in failures:
+        identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+        if not identifier or identifier not in batch_ids:
+            return None
+        ids.add(identifier)
+    return ids

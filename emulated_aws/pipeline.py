@@ -1,0 +1,634 @@
+"""The whole pipeline on an embedded emulated AWS (moto): the stack's resources built from the same
+configuration the CDK app reads, the real ASL and the real processor handler, on one emulated clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import boto3
+from moto import mock_aws
+
+from stacks.config import CLEANUP_INPUT_PREFIX, CLEANUP_STATUSES, STATE_MACHINE_ASL, PipelineConfig
+
+from . import moto_patches
+from .clock import VirtualClock
+from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
+from .event_source_mapping import EventSourceMappingEmulator, InvocationCrash
+
+PRICE_PER_INFERENCE_UNIT_HOUR = 4.00  # USD, us-east-1 (see the README's cost notes)
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+EMULATED_PROJECT_ARN = f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/emulated-project/1700000000000"
+EMULATED_VERSION_ARN = (
+    f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/emulated-project/version/"
+    "emulated-project.v1/1700000000001"
+)
+DRIVER_TICK_SECONDS = 10.0  # how often the emulated EventBridge rules and the fault injector look
+PROCESSOR_MODULE = Path(__file__).resolve().parent.parent / "lambdas" / "processor" / "app.py"
+
+FAULTS = {
+    "model-start-failure": "The model goes STARTING -> FAILED instead of RUNNING.",
+    "model-start-timeout": "The model stays STARTING longer than modelStartTimeoutSeconds.",
+    "throttling-storm": "Every DetectCustomLabels call is throttled for the first 3 minutes the model runs.",
+    "processor-crash": "The processor's runtime crashes on every batch that holds the first image uploaded.",
+    "abort-during-drain": "Someone stops the execution just after image processing is enabled.",
+}
+
+
+def cleanup_input(execution_arn: str, status: str) -> str:
+    """The input the status-change rule gives the clean-up execution (the stack's input transformer
+    renders the same text)."""
+    return json.dumps({"cleanup": {"execution": execution_arn, "status": status}}, separators=(",", ":"))
+
+
+def render_definition(text: str, substitutions: dict[str, str]) -> str:
+    """Apply DefinitionSubstitutions as Step Functions does; an unknown placeholder is an error."""
+    missing = sorted(set(re.findall(r"\$\{(\w+)\}", text)) - substitutions.keys())
+    if missing:
+        raise ValueError(f"the definition uses placeholders with no substitution: {', '.join(missing)}")
+    return re.sub(r"\$\{(\w+)\}", lambda m: substitutions[m.group(1)], text)
+
+
+def emulated_config(overrides: dict | None = None) -> PipelineConfig:
+    """cdk.json's configuration with the emulated model's ARNs (and any overrides)."""
+    context = {"projectArn": EMULATED_PROJECT_ARN, "projectVersionArn": EMULATED_VERSION_ARN}
+    context.update(overrides or {})
+    return PipelineConfig.from_cdk_json(context)
+
+
+@dataclass
+class Upload:
+    key: str  # relative to the input prefix
+    body: bytes
+
+
+@dataclass
+class EmulationOptions:
+    time_scale: float = math.inf
+    behaviour: ModelBehaviour = field(default_factory=ModelBehaviour)
+    annotations: Annotations = field(default_factory=Annotations)
+    faults: tuple[str, ...] = ()
+    definition: Path = STATE_MACHINE_ASL
+    # Where the processor's structured logs go (None: stdout, as in Lambda).
+    processor_log: TextIO | None = None
+    # Hard stop for the emulation itself, in emulated seconds (a wrong definition could loop forever).
+    max_emulated_seconds: float = 7 * 24 * 3600
+
+
+class EmulatedPipeline:
+    """Use as a context manager: resources exist inside the block; `run()` drives one scheduled run."""
+
+    def __init__(self, config: PipelineConfig, options: EmulationOptions | None = None):
+        self.config = config
+        self.options = options or EmulationOptions()
+        unknown = set(self.options.faults) - FAULTS.keys()
+        if unknown:
+            raise ValueError(f"unknown fault {sorted(unknown)}; choose from {sorted(FAULTS)}")
+        self.clock = VirtualClock(time_scale=self.options.time_scale)
+        self._exit = contextlib.ExitStack()
+        self.uploaded: list[str] = []
+        self.events: list[tuple[float, str]] = []
+        self._scheduled_uploads: list[tuple[Callable[[EmulatedPipeline], bool], list[Upload]]] = []
+
+    # ---- set-up --------------------------------------------------------------------------
+    def __enter__(self) -> EmulatedPipeline:
+        try:
+            self._start()
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if getattr(self, "mapping", None) is not None:
+            self.mapping.stop()
+            self.mapping = None
+        self.clock.stop()
+        self._exit.close()
+
+    def _start(self) -> None:
+        moto_patches.install()
+        config = self.config
+        # moto logs every caught task error with a stack trace; executions' histories keep them.
+        self._exit.enter_context(_quiet_logger("moto.stepfunctions.parser"))
+        self._exit.enter_context(_environment(self._processor_environment_base()))
+        self._exit.enter_context(
+            mock_aws(
+                config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+            )
+        )
+        self._exit.enter_context(_active(self.clock))
+        behaviour = self.options.behaviour
+        if "model-start-failure" in self.options.faults:
+            behaviour.start_fails = True
+        if "model-start-timeout" in self.options.faults:
+            behaviour.start_seconds = config.model_start_timeout_seconds + 3600
+        if "throttling-storm" in self.options.faults:
+            behaviour.throttle_windows = [(0.0, 180.0)]
+        self.model = EmulatedModel(
+            clock=self.clock,
+            project_arn=config.project_arn,
+            version_arn=config.project_version_arn,
+            annotations=self.options.annotations,
+            behaviour=behaviour,
+        )
+        moto_patches.Active.models[config.project_version_arn] = self.model
+
+        region = config.region
+        self.s3 = boto3.client("s3", region_name=region)
+        self.sqs = boto3.client("sqs", region_name=region)
+        self.sfn = boto3.client("stepfunctions", region_name=region)
+        self.lam = boto3.client("lambda", region_name=region)
+        sns = boto3.client("sns", region_name=region)
+        iam = boto3.client("iam", region_name=region)
+
+        self.bucket = "customlabels-batch-emulated"
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.dlq_url = self.sqs.create_queue(
+            QueueName="images-dlq", Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)}
+        )["QueueUrl"]
+        dlq_arn = self._queue_arn(self.dlq_url)
+        self.queue_url = self.sqs.create_queue(
+            QueueName="images",
+            Attributes={
+                "VisibilityTimeout": str(config.visibility_timeout_seconds),
+                "MessageRetentionPeriod": str(14 * 24 * 3600),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.max_receive_count}
+                ),
+            },
+        )["QueueUrl"]
+        queue_arn = self._queue_arn(self.queue_url)
+        self.s3.put_bucket_notification_configuration(
+            Bucket=self.bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": queue_arn,
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {
+                            "Key": {"FilterRules": [{"Name": "prefix", "Value": config.input_prefix}]}
+                        },
+                    }
+                ]
+            },
+        )
+        self.topic_arn = sns.create_topic(Name="pipeline-notifications")["TopicArn"]
+        self.inbox_url = self.sqs.create_queue(QueueName="notification-inbox")["QueueUrl"]
+        sns.subscribe(
+            TopicArn=self.topic_arn,
+            Protocol="sqs",
+            Endpoint=self._queue_arn(self.inbox_url),
+            Attributes={"RawMessageDelivery": "false"},
+        )
+        role = iam.create_role(
+            RoleName="pipeline-role",
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+        )["Role"]["Arn"]
+        function_arn = self.lam.create_function(
+            FunctionName="image-processor",
+            Runtime="python3.13",
+            Role=role,
+            Handler="processor.app.lambda_handler",
+            Code={"ZipFile": _empty_zip()},
+            Timeout=config.processor_timeout_seconds,
+            Environment={"Variables": config.processor_environment(bucket=self.bucket)},
+        )["FunctionArn"]
+        self.mapping_uuid = self.lam.create_event_source_mapping(
+            EventSourceArn=queue_arn,
+            FunctionName=function_arn,
+            BatchSize=config.batch_size,
+            Enabled=False,
+            FunctionResponseTypes=["ReportBatchItemFailures"],
+            ScalingConfig={"MaximumConcurrency": config.max_concurrency},
+        )["UUID"]
+        _detach_moto_dispatch(region, queue_arn)
+
+        substitutions = config.definition_substitutions(
+            queue_url=self.queue_url, mapping_uuid=self.mapping_uuid, topic_arn=self.topic_arn
+        )
+        definition = render_definition(self.options.definition.read_text(), substitutions)
+        self.state_machine_arn = self.sfn.create_state_machine(
+            name="batch-run", definition=definition, roleArn=role
+        )["stateMachineArn"]
+
+        os.environ.update(config.processor_environment(bucket=self.bucket))
+        crash_on = self._crash_key if "processor-crash" in self.options.faults else None
+        self.mapping = EventSourceMappingEmulator(
+            clock=self.clock,
+            region=region,
+            mapping_uuid=self.mapping_uuid,
+            queue_url=self.queue_url,
+            max_concurrency=config.max_concurrency,
+            handler_factory=self._load_processor,
+            timeout_seconds=config.processor_timeout_seconds,
+            before_invoke=crash_on,
+        )
+        self.mapping.start()
+
+    def _load_processor(self, index: int):
+        """A fresh copy of the real handler module, as a new Lambda execution environment loads it."""
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"emulated_processor_{index}", PROCESSOR_MODULE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+        if self.options.processor_log is not None:
+            module.logger.registered_handler.setStream(self.options.processor_log)
+        return module.lambda_handler
+
+    def _processor_environment_base(self) -> dict[str, str]:
+        return {
+            "AWS_DEFAULT_REGION": self.config.region,
+            "AWS_REGION": self.config.region,
+            "AWS_ACCESS_KEY_ID": "emulated",
+            "AWS_SECRET_ACCESS_KEY": "emulated",
+            "AWS_SESSION_TOKEN": "emulated",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            "AWS_LAMBDA_FUNCTION_NAME": "image-processor",
+        }
+
+    def _queue_arn(self, url: str) -> str:
+        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+
+    def _crash_key(self, event: dict) -> None:
+        if not self.uploaded:
+            return
+        poison = self.uploaded[0]
+        for record in event["Records"]:
+            body = json.loads(record["body"])
+            for s3_record in body.get("Records", []):
+                from urllib.parse import unquote_plus
+
+                if unquote_plus(s3_record["s3"]["object"]["key"]) == poison:
+                    raise InvocationCrash(f"Runtime exited while processing {poison} (injected fault)")
+
+    # ---- inputs --------------------------------------------------------------------------
+    def upload(self, uploads: Iterable[Upload]) -> list[str]:
+        keys = []
+        for item in uploads:
+            key = self.config.input_prefix + item.key
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=item.body)
+            self.uploaded.append(key)
+            keys.append(key)
+        return keys
+
+    def upload_when(self, condition: Callable[[EmulatedPipeline], bool], uploads: list[Upload]) -> None:
+        """Upload during the run, at the first driver tick where condition(self) holds."""
+        self._scheduled_uploads.append((condition, uploads))
+
+    # ---- the run -------------------------------------------------------------------------
+    def start_execution(self, payload: dict | str, name: str | None = None) -> str:
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        arn = self.sfn.start_execution(
+            stateMachineArn=self.state_machine_arn, input=text, name=name or str(uuid.uuid4())
+        )["executionArn"]
+        self.events.append((self.clock.now(), f"execution started: {arn.rsplit(':', 1)[-1]}"))
+        return arn
+
+    def run(self, *, on_tick: Callable[[EmulatedPipeline], None] | None = None) -> dict:
+        """Start one execution as the schedule would, emulate the status-change rule, and return
+        when every execution has ended. Returns the run report."""
+        if self.options.processor_log is not None:
+            # The handler prints its metrics (EMF) to stdout, as in Lambda; keep them with its logs.
+            with contextlib.redirect_stdout(self.options.processor_log):
+                return self._run(on_tick)
+        return self._run(on_tick)
+
+    def _run(self, on_tick: Callable[[EmulatedPipeline], None] | None) -> dict:
+        wall_start = time.monotonic()
+        started = self.clock.now()
+        period = _schedule_period(self.config.schedule) if self.config.schedule_enabled else None
+        self._handled: set[str] = set()
+        self._enabled_at: float | None = None
+        self._aborted = False
+        with self.clock.actor():
+            self.start_execution({"trigger": "schedule"})
+            next_tick = started + period if period else math.inf
+            while True:
+                self.clock.sleep(DRIVER_TICK_SECONDS)
+                now = self.clock.now()
+                if on_tick:
+                    on_tick(self)
+                if self.mapping.fatal:
+                    raise RuntimeError(f"an emulated event-source-mapping poller died:\n{self.mapping.fatal}")
+                if self._enabled_at is None and self.mapping_state() == "Enabled":
+                    self._enabled_at = now
+                self._upload_due_images(now)
+                self._abort_if_faulted(now)
+                executions = self._executions()
+                if self._emulate_status_change_rule(now, executions):
+                    executions = self._executions()
+                running = any(e["status"] == "RUNNING" for e in executions)
+                if now >= next_tick:
+                    next_tick += period
+                    if running:  # the schedule keeps firing during a long run; the guard ends these
+                        self.start_execution({"trigger": "schedule"})
+                # A stopping model is still settling; the run ends once it has.
+                settled = self.model.status() != "STOPPING"
+                if settled and not running and not self._scheduled_uploads:
+                    break
+                if now - started > self.options.max_emulated_seconds:
+                    raise RuntimeError("the emulated run exceeded max_emulated_seconds")
+        return self.report(wall_seconds=time.monotonic() - wall_start, emulated_seconds=now - started)
+
+    def _upload_due_images(self, now: float) -> None:
+        for condition, uploads in list(self._scheduled_uploads):
+            if condition(self):
+                self._scheduled_uploads.remove((condition, uploads))
+                self.upload(uploads)
+                self.events.append((now, f"uploaded {len(uploads)} images during the run"))
+
+    def _abort_if_faulted(self, now: float) -> None:
+        if "abort-during-drain" not in self.options.faults or self._aborted or self._enabled_at is None:
+            return
+        for execution in self._executions("RUNNING"):
+            self.sfn.stop_execution(
+                executionArn=execution["executionArn"],
+                error="OperatorAbort",
+                cause="Stopped by the abort-during-drain fault",
+            )
+            self.events.append((now, "execution aborted (fault)"))
+        self._aborted = True
+
+    def _emulate_status_change_rule(self, now: float, executions: list[dict]) -> bool:
+        """The stack's EventBridge rule: a run that ended FAILED, TIMED_OUT or ABORTED (and was not
+        itself a clean-up run) starts a clean-up execution. Returns whether it started one."""
+        started = False
+        for execution in executions:
+            arn = execution["executionArn"]
+            if arn in self._handled or execution["status"] == "RUNNING":
+                continue
+            self._handled.add(arn)
+            self.events.append((now, f"execution {execution['status']}: {arn.rsplit(':', 1)[-1]}"))
+            if execution["status"] not in CLEANUP_STATUSES:
+                continue
+            described = self.sfn.describe_execution(executionArn=arn)
+            if not described.get("input", "").startswith(CLEANUP_INPUT_PREFIX):
+                self.start_execution(cleanup_input(arn, execution["status"]))
+                started = True
+        return started
+
+    def _executions(self, status: str | None = None) -> list[dict]:
+        kwargs = {"statusFilter": status} if status else {}
+        paginator = self.sfn.get_paginator("list_executions")
+        return [
+            e
+            for page in paginator.paginate(stateMachineArn=self.state_machine_arn, **kwargs)
+            for e in page["executions"]
+        ]
+
+    def mapping_state(self) -> str:
+        return self.lam.get_event_source_mapping(UUID=self.mapping_uuid)["State"]
+
+    def queue_counts(self, url: str | None = None) -> dict[str, int]:
+        names = {
+            "visible": "ApproximateNumberOfMessages",
+            "inFlight": "ApproximateNumberOfMessagesNotVisible",
+            "delayed": "ApproximateNumberOfMessagesDelayed",
+        }
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=url or self.queue_url, AttributeNames=list(names.values())
+        )["Attributes"]
+        return {k: int(attrs[v]) for k, v in names.items()}
+
+    # ---- what happened -------------------------------------------------------------------
+    def objects(self, prefix: str) -> dict[str, bytes]:
+        out = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                out[item["Key"]] = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
+        return out
+
+    def queued_keys(self, url: str) -> list[str]:
+        """Image keys in a queue, read from moto's store so that looking does not count as a receive."""
+        from urllib.parse import unquote_plus
+
+        from moto.sqs.models import sqs_backends
+
+        name = url.rsplit("/", 1)[-1]
+        queue = sqs_backends[ACCOUNT][self.config.region].queues[name]
+        keys = []
+        with moto_patches.SQS_LOCK:
+            messages = list(queue._messages)
+        for message in messages:
+            try:
+                body = json.loads(message.body)
+            except json.JSONDecodeError:
+                continue
+            for record in body.get("Records", []):
+                keys.append(unquote_plus(record["s3"]["object"]["key"]))
+        return keys
+
+    def notifications(self) -> list[dict]:
+        out = []
+        while True:
+            messages = self.sqs.receive_message(QueueUrl=self.inbox_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
+            if not messages:
+                return out
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                try:
+                    body = json.loads(envelope["Message"])
+                except (json.JSONDecodeError, TypeError):
+                    body = envelope["Message"]
+                out.append({"subject": envelope.get("Subject"), "message": body})
+                self.sqs.delete_message(QueueUrl=self.inbox_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def execution_summaries(self) -> list[dict]:
+        summaries = []
+        for execution in sorted(self._executions(), key=lambda e: e["startDate"]):
+            arn = execution["executionArn"]
+            described = self.sfn.describe_execution(executionArn=arn)
+            history = [
+                event
+                for page in self.sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+                for event in page["events"]
+            ]
+            path = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+            times = moto_patches.Active.execution_times.get(arn, {})
+            summary = {
+                "name": execution["name"],
+                "input": json.loads(described.get("input") or "{}"),
+                "status": execution["status"],
+                "startedAtSeconds": round(times.get("started", 0.0), 3),
+                "stoppedAtSeconds": round(times["stopped"], 3) if "stopped" in times else None,
+                "stateTransitions": len(path),
+                "statePath": path,
+            }
+            if described.get("error"):
+                summary["error"] = described["error"]
+                summary["cause"] = described.get("cause")
+            summaries.append(summary)
+        return summaries
+
+    def report(self, *, wall_seconds: float, emulated_seconds: float) -> dict:
+        config = self.config
+        results = self.objects(config.results_prefix)
+        errors = self.objects(config.errors_prefix)
+        queued = self.queued_keys(self.queue_url)
+        dead = self.queued_keys(self.dlq_url)
+        accounted = {}
+        for key in self.uploaded:
+            relative = key[len(config.input_prefix) :]
+            if f"{config.results_prefix}{relative}.json" in results:
+                accounted[key] = "result"
+            elif f"{config.errors_prefix}{relative}.json" in errors:
+                accounted[key] = "error-record"
+            elif key in dead:
+                accounted[key] = "dead-letter-queue"
+            elif key in queued:
+                accounted[key] = "queued"
+        running_seconds = self.model.running_seconds()
+        units = max(self.model.inference_units, config.min_inference_units)
+        billed_minutes = running_seconds * units / 60
+        executions = self.execution_summaries()
+        return {
+            "imagesUploaded": len(self.uploaded),
+            "resultsWritten": len(results),
+            "errorRecords": len(errors),
+            "imagesByOutcome": _count(accounted.values()),
+            "lostImages": sorted(set(self.uploaded) - accounted.keys()),
+            "queue": self.queue_counts(),
+            "deadLetterQueue": self.queue_counts(self.dlq_url),
+            "executions": executions,
+            "stateTransitions": sum(e["stateTransitions"] for e in executions),
+            "notifications": self.notifications(),
+            "model": {
+                "finalStatus": self.model.status(),
+                "inferenceUnits": units,
+                "runningSeconds": round(running_seconds, 3),
+                "billedInferenceUnitMinutes": round(billed_minutes, 3),
+                "estimatedCostUsd": round(billed_minutes / 60 * PRICE_PER_INFERENCE_UNIT_HOUR, 4),
+                "calls": dict(self.model.calls),
+            },
+            "mapping": {"finalState": self.mapping_state()},
+            "processor": dict(self.mapping.stats) | {"pollerErrors": self.mapping.errors[:20]},
+            "durations": {
+                "emulatedSeconds": round(emulated_seconds, 3),
+                "wallSeconds": round(wall_seconds, 3),
+                "timeScale": None if math.isinf(self.options.time_scale) else self.options.time_scale,
+            },
+            "faults": list(self.options.faults),
+            "timeline": [{"atSeconds": round(t, 3), "event": text} for t, text in self.events],
+            "settings": {
+                "config": config.to_context(),
+                "model": {
+                    "startSeconds": self.model.behaviour.start_seconds,
+                    "stopSeconds": self.model.behaviour.stop_seconds,
+                    "tpsPerInferenceUnit": self.model.behaviour.tps_per_inference_unit,
+                    "latencySeconds": self.model.behaviour.latency_seconds,
+                },
+                "definition": str(self.options.definition),
+                "pricePerInferenceUnitHour": PRICE_PER_INFERENCE_UNIT_HOUR,
+            },
+        }
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        out[value] = out.get(value, 0) + 1
+    return out
+
+
+def _schedule_period(expression: str) -> float | None:
+    match = re.match(r"^rate\((\d+) (minute|hour|day)s?\)$", expression)
+    if not match:
+        return None  # cron schedules: the emulation starts one run, as the next tick would
+    return int(match[1]) * {"minute": 60, "hour": 3600, "day": 86400}[match[2]]
+
+
+def _detach_moto_dispatch(region: str, queue_arn: str) -> None:
+    """moto would invoke the function itself on new messages (needing Docker); the emulated
+    mapping does the polling instead."""
+    from moto.sqs.models import sqs_backends
+
+    for queue in sqs_backends[ACCOUNT][region].queues.values():
+        if queue.queue_arn == queue_arn:
+            queue.lambda_event_source_mappings.clear()
+
+
+def _empty_zip() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("processor/app.py", "# the emulator runs lambdas/processor in-process\n")
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    import logging
+
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+_active_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _active(clock: VirtualClock):
+    if not _active_lock.acquire(blocking=False):
+        raise RuntimeError("one emulation at a time per process")
+    moto_patches.Active.clock = clock
+    moto_patches.Active.models = {}
+    moto_patches.Active.execution_times = {}
+    try:
+        yield
+    finally:
+        moto_patches.Active.clock = None
+        moto_patches.Active.models = {}
+        _active_lock.release()

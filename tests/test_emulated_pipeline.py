@@ -1,0 +1,329 @@
+"""End to end through the emulator: the real ASL, the real processor handler, emulated AWS.
+
+Every test asserts on the run report the demo writes, so the demo's numbers are the tested ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+from PIL import Image, ImageDraw
+
+from emulated_aws.custom_labels import Annotation, Annotations, ModelBehaviour
+from emulated_aws.pipeline import FAULTS, EmulatedPipeline, EmulationOptions, Upload, emulated_config
+
+
+def _jpeg(seed: int, size=(160, 120)) -> bytes:
+    image = Image.new("RGB", size, (seed * 37 % 256, seed * 91 % 256, 90))
+    ImageDraw.Draw(image).ellipse((20, 20, 60, 60), fill=(200, 30, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _uploads(count: int, prefix: str = "batch/") -> list[Upload]:
+    return [Upload(f"{prefix}img-{i:03d}.jpg", _jpeg(i)) for i in range(count)]
+
+
+def _run(
+    count: int = 12, *, faults=(), overrides=None, behaviour=None, annotations=None, setup=None, **options
+):
+    config = emulated_config(overrides)
+    opts = EmulationOptions(
+        faults=tuple(faults),
+        behaviour=behaviour or ModelBehaviour(),
+        annotations=annotations or Annotations(),
+        processor_log=io.StringIO(),
+        **options,
+    )
+    with EmulatedPipeline(config, opts) as pipeline:
+        pipeline.upload(_uploads(count))
+        if setup:
+            setup(pipeline)
+        report = pipeline.run()
+        report["_objects"] = pipeline.objects(config.results_prefix)
+    return report
+
+
+def _assert_safe_end(report):
+    """Cost safety: whatever happened, nothing is left on and nothing is lost."""
+    assert report["model"]["finalStatus"] in ("STOPPED", "FAILED")
+    assert report["mapping"]["finalState"] == "Disabled"
+    assert report["lostImages"] == []
+    assert all(e["status"] != "RUNNING" for e in report["executions"])
+
+
+def test_images_in_one_result_per_image_model_stopped_mapping_disabled():
+    annotations = Annotations()
+    labelled = _jpeg(0)
+    annotations.add(
+        labelled, [Annotation("apple", 97.5, {"Width": 0.25, "Height": 0.33, "Left": 0.125, "Top": 0.1})]
+    )
+    report = _run(12, annotations=annotations)
+
+    assert report["imagesUploaded"] == 12
+    assert report["resultsWritten"] == 12
+    assert report["errorRecords"] == 0
+    assert report["imagesByOutcome"] == {"result": 12}
+    assert report["queue"] == {"visible": 0, "inFlight": 0, "delayed": 0}
+    assert report["deadLetterQueue"] == {"visible": 0, "inFlight": 0, "delayed": 0}
+    assert report["model"]["finalStatus"] == "STOPPED"
+    assert report["mapping"]["finalState"] == "Disabled"
+    [execution] = report["executions"]
+    assert execution["status"] == "SUCCEEDED"
+    assert execution["statePath"][:4] == [
+        "LoadSettings",
+        "RecordRunStart",
+        "ListRunningExecutions",
+        "IsAnotherRunActive",
+    ]
+    assert execution["statePath"][-3:] == ["SummarizeRun", "PublishRunSummary", "RunComplete"]
+    assert "StartModel" in execution["statePath"]
+    assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run SUCCEEDED"]
+    # The one annotated image gets its label and box; the rest get none (never invented).
+    result = json.loads(report["_objects"]["results/batch/img-000.jpg.json"])
+    assert result["customLabels"] == [
+        {
+            "Name": "apple",
+            "Confidence": 97.5,
+            "Geometry": {"BoundingBox": {"Width": 0.25, "Height": 0.33, "Left": 0.125, "Top": 0.1}},
+        }
+    ]
+    assert json.loads(report["_objects"]["results/batch/img-001.jpg.json"])["customLabels"] == []
+    # Default settings: 30 s polls, two empty polls to confirm: the model runs 60 s for 12 images.
+    assert report["model"]["runningSeconds"] == pytest.approx(60, abs=1)
+    assert report["model"]["calls"]["StartProjectVersion"] == 1
+    assert report["model"]["calls"]["StopProjectVersion"] == 1
+
+
+def _purge(pipeline):
+    # Configuring the notification queues one s3:TestEvent message; "empty" means without it.
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.queue_url)
+
+
+def test_empty_queue_never_starts_the_model():
+    report = _run(0, setup=_purge)
+    [execution] = report["executions"]
+    assert execution["status"] == "SUCCEEDED"
+    assert execution["statePath"][-1] == "NothingToDo"
+    assert report["model"]["calls"].get("StartProjectVersion", 0) == 0
+    assert report["model"]["runningSeconds"] == 0
+    assert report["notifications"] == []
+
+
+def test_images_arriving_during_the_drain_are_processed_in_the_same_run():
+    def setup(pipeline):
+        pipeline.upload_when(lambda p: p.mapping_state() == "Enabled", _uploads(8, prefix="late/"))
+
+    report = _run(6, setup=setup)
+    assert report["imagesUploaded"] == 14
+    assert report["resultsWritten"] == 14
+    assert len(report["executions"]) == 1
+    assert report["model"]["calls"]["StartProjectVersion"] == 1
+    _assert_safe_end(report)
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_every_fault_ends_with_model_off_mapping_disabled_notification_and_nothing_lost(fault):
+    report = _run(12, faults=[fault])
+    _assert_safe_end(report)
+    assert report["notifications"], f"{fault}: no notification was sent"
+    assert report["imagesUploaded"] == 12
+    assert sum(report["imagesByOutcome"].values()) == 12
+
+
+def test_model_start_failure_fails_the_run_and_leaves_the_queue_intact():
+    report = _run(5, faults=["model-start-failure"])
+    first = report["executions"][0]
+    assert first["status"] == "FAILED"
+    assert first["error"] == "BatchRunFailed"
+    assert "ModelStartFailed" in json.dumps(report["notifications"])
+    assert report["imagesByOutcome"] == {"queued": 5}
+    assert report["model"]["runningSeconds"] == 0
+
+
+def test_model_start_timeout_stops_the_starting_model():
+    report = _run(3, faults=["model-start-timeout"], overrides={"modelStartTimeoutSeconds": 600})
+    first = report["executions"][0]
+    assert "ModelStartTimedOut" in first["statePath"]
+    assert "CleanUpStopModel" in first["statePath"]
+    assert report["model"]["finalStatus"] == "STOPPED"
+    assert report["model"]["calls"]["StopProjectVersion"] == 1
+    assert report["imagesByOutcome"] == {"queued": 3}
+
+
+def test_aborted_run_is_cleaned_up_by_the_status_change_rule():
+    report = _run(40, faults=["abort-during-drain"])
+    aborted, cleanup = report["executions"][:2]
+    assert aborted["status"] == "ABORTED"
+    assert cleanup["input"]["cleanup"]["status"] == "ABORTED"
+    assert cleanup["status"] == "SUCCEEDED"
+    assert "CleanUpStopModel" in cleanup["statePath"]
+    assert report["model"]["finalStatus"] == "STOPPED"
+    assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run cleaned up leftovers"]
+    _assert_safe_end(report)
+
+
+def test_processor_crash_sends_its_batch_to_the_dlq_and_the_rest_is_labeled():
+    report = _run(12, faults=["processor-crash"])
+    assert report["processor"]["invocationErrors"] >= 1
+    assert "incoming/batch/img-000.jpg" not in report["imagesByOutcome"]
+    outcome = report["imagesByOutcome"]
+    assert outcome.get("dead-letter-queue", 0) >= 1
+    assert outcome.get("result", 0) + outcome.get("dead-letter-queue", 0) == 12
+    assert report["executions"][0]["status"] == "SUCCEEDED"
+
+
+def test_throttling_storm_retries_without_losing_images():
+    report = _run(12, faults=["throttling-storm"])
+    assert report["model"]["calls"]["Throttled"] > 0
+    assert report["resultsWritten"] == 12
+    assert report["deadLetterQueue"]["visible"] == 0
+
+
+def test_leftover_running_model_is_stopped_by_an_idle_run():
+    def setup(pipeline):
+        # A broken run left the model RUNNING with the mapping disabled and nothing queued.
+        _purge(pipeline)
+        pipeline.model.start(1)
+
+    report = _run(0, behaviour=ModelBehaviour(start_seconds=0), setup=setup)
+    [execution] = report["executions"]
+    assert "NoteLeftovers" in execution["statePath"]
+    assert "CleanUpStopModel" in execution["statePath"]
+    assert execution["status"] == "SUCCEEDED"
+    assert report["model"]["finalStatus"] == "STOPPED"
+    assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run cleaned up leftovers"]
+
+
+def test_a_second_execution_while_one_runs_touches_nothing():
+    def setup(pipeline):
+        pipeline.start_execution({"trigger": "manual"})
+
+    report = _run(4, setup=setup)
+    paths = [e["statePath"] for e in report["executions"]]
+    assert sum(p[-1] == "AnotherRunIsActive" for p in paths) == 1
+    assert sum(p[-1] == "RunComplete" for p in paths) == 1
+    assert report["model"]["calls"]["StartProjectVersion"] == 1
+    assert report["resultsWritten"] == 4
+
+
+def test_bad_inputs_end_as_error_records():
+    def setup(pipeline):
+        pipeline.upload(
+            [
+                Upload("bad/corrupt.jpg", b"\xff\xd8\xff\xe0" + b"garbage" * 50),
+                Upload("bad/notes.txt", b"not an image"),
+                Upload("bad/tiny.png", _png((32, 32))),
+            ]
+        )
+
+    report = _run(2, setup=setup)
+    assert report["imagesByOutcome"] == {"result": 2, "error-record": 3}
+    _assert_safe_end(report)
+
+
+def _png(size) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (1, 2, 3)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_billed_time_does_not_depend_on_the_time_scale():
+    fast = _run(30, time_scale=math.inf)
+    slow = _run(30, time_scale=4000)
+    assert fast["model"]["runningSeconds"] == pytest.approx(slow["model"]["runningSeconds"], rel=0.05)
+    assert fast["durations"]["emulatedSeconds"] == pytest.approx(
+        slow["durations"]["emulatedSeconds"], rel=0.05
+    )
+    assert slow["durations"]["timeScale"] == 4000
+
+
+def test_another_definition_runs_with_the_same_substitutions(tmp_path):
+    definition = tmp_path / "custom.asl.json"
+    definition.write_text(
+        json.dumps(
+            {
+                "StartAt": "CountQueuedImages",
+                "States": {
+                    "CountQueuedImages": {
+                        "Type": "Task",
+                        "Resource": "arn:aws:states:::aws-sdk:sqs:getQueueAttributes",
+                        "Parameters": {
+                            "QueueUrl": "${QueueUrl}",
+                            "AttributeNames": ["ApproximateNumberOfMessages"],
+                        },
+                        "ResultSelector": {
+                            "visible.$": "States.StringToJson($.Attributes.ApproximateNumberOfMessages)"
+                        },
+                        "End": True,
+                    }
+                },
+            }
+        )
+    )
+    report = _run(3, definition=definition)
+    [execution] = report["executions"]
+    assert execution["status"] == "SUCCEEDED"
+    assert execution["statePath"] == ["CountQueuedImages"]
+    assert report["model"]["calls"].get("StartProjectVersion", 0) == 0
+
+
+def test_unknown_placeholder_in_a_definition_is_reported(tmp_path):
+    definition = tmp_path / "bad.asl.json"
+    definition.write_text(
+        '{"StartAt": "A", "States": {"A": {"Type": "Pass", "Result": "${NoSuchThing}", "End": true}}}'
+    )
+    with pytest.raises(ValueError, match="NoSuchThing"):
+        _run(0, definition=definition)
+
+
+def test_moto_patches_give_aws_parameter_names_result_names_and_error_names(tmp_path):
+    """Each moto deviation the emulator patches, in one definition: `Uuid` must reach Lambda as
+    `UUID`, sfn's `executions` must come back as `Executions`, and a Rekognition error must be named
+    `Rekognition.ResourceInUseException` for the Catch to match. Any unpatched one fails the run."""
+    definition = tmp_path / "patches.asl.json"
+    definition.write_text(
+        json.dumps(
+            {
+                "StartAt": "GetMapping",
+                "States": {
+                    "GetMapping": {
+                        "Type": "Task",
+                        "Resource": "arn:aws:states:::aws-sdk:lambda:getEventSourceMapping",
+                        "Parameters": {"Uuid": "${EventSourceMappingUuid}"},
+                        "ResultSelector": {"state.$": "$.State"},
+                        "ResultPath": "$.mapping",
+                        "Next": "ListExecutions",
+                    },
+                    "ListExecutions": {
+                        "Type": "Task",
+                        "Resource": "arn:aws:states:::aws-sdk:sfn:listExecutions",
+                        "Parameters": {"StateMachineArn.$": "$$.StateMachine.Id"},
+                        "ResultSelector": {"running.$": "States.ArrayLength($.Executions)"},
+                        "ResultPath": "$.list",
+                        "Next": "StartModel",
+                    },
+                    "StartModel": {
+                        "Type": "Task",
+                        "Resource": "arn:aws:states:::aws-sdk:rekognition:startProjectVersion",
+                        "Parameters": {"ProjectVersionArn": "${ProjectVersionArn}", "MinInferenceUnits": 1},
+                        "Catch": [{"ErrorEquals": ["Rekognition.ResourceInUseException"], "Next": "Caught"}],
+                        "End": True,
+                    },
+                    "Caught": {"Type": "Pass", "End": True},
+                },
+            }
+        )
+    )
+
+    def setup(pipeline):
+        pipeline.model.start(1)  # already STARTING: StartProjectVersion answers ResourceInUseException
+
+    report = _run(0, definition=definition, setup=setup)
+    [execution] = report["executions"]
+    assert execution["status"] == "SUCCEEDED"
+    assert execution["statePath"] == ["GetMapping", "ListExecutions", "StartModel", "Caught"]
