@@ -8,7 +8,7 @@ CDK_CONTEXT ?= -c projectArn=arn:aws:rekognition:us-east-1:123456789012:project/
 	-c projectVersionArn=arn:aws:rekognition:us-east-1:123456789012:project/my-project/version/my-project.v1/1700000000000
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup demo test lint format synth deploy bench clean
+.PHONY: setup browser demo test lint format synth deploy bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,16 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed
 
+# Debian's Chromium renders the demo's gallery in a test; installed when missing (needs root/apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "Installing Debian's chromium for the gallery rendering test..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; }
+
 demo: $(VENV)/.installed
 	$(PY) -m cli demo $(ARGS)
 
-test: setup
+test: setup browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(ARGS)

@@ -54,11 +54,15 @@ def cleanup_input(execution_arn: str, status: str) -> str:
     return json.dumps({"cleanup": {"execution": execution_arn, "status": status}}, separators=(",", ":"))
 
 
+class DefinitionError(ValueError):
+    """The state machine definition cannot be used with the stack's substitutions."""
+
+
 def render_definition(text: str, substitutions: dict[str, str]) -> str:
     """Apply DefinitionSubstitutions as Step Functions does; an unknown placeholder is an error."""
     missing = sorted(set(re.findall(r"\$\{(\w+)\}", text)) - substitutions.keys())
     if missing:
-        raise ValueError(f"the definition uses placeholders with no substitution: {', '.join(missing)}")
+        raise DefinitionError(f"the definition uses placeholders with no substitution: {', '.join(missing)}")
     return re.sub(r"\$\{(\w+)\}", lambda m: substitutions[m.group(1)], text)
 
 
@@ -262,7 +266,11 @@ class EmulatedPipeline:
         sys.modules[spec.name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
         if self.options.processor_log is not None:
-            module.logger.registered_handler.setStream(self.options.processor_log)
+            # Every copy shares one logging handler (same service name); point it at this run's log
+            # and put it back on close, so the next emulation does not write to a closed file.
+            handler = module.logger.registered_handler
+            self._exit.callback(setattr, handler, "stream", handler.stream)
+            handler.stream = self.options.processor_log
         return module.lambda_handler
 
     def _processor_environment_base(self) -> dict[str, str]:

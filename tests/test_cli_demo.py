@@ -1,0 +1,91 @@
+"""`python -m cli demo`: the command users run first, asserted on the files it leaves behind."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from PIL import Image
+
+from cli.__main__ import main
+
+
+def test_demo_writes_results_errors_report_and_gallery(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["demo", "--out", str(out), "--time-scale", "0"]) == 0
+
+    report = json.loads((out / "run-report.json").read_text())
+    expected = report["expectedOutcomes"]
+    results = sorted(p.relative_to(out / "results").as_posix() for p in (out / "results").rglob("*.json"))
+    errors = sorted(p.relative_to(out / "errors").as_posix() for p in (out / "errors").rglob("*.json"))
+    assert results == sorted(f"{k}.json" for k, v in expected.items() if v == "result")
+    assert errors == sorted(f"{k}.json" for k, v in expected.items() if v.startswith("error:"))
+    for relative, outcome in expected.items():
+        if outcome.startswith("error:"):
+            record = json.loads((out / "errors" / f"{relative}.json").read_text())
+            assert record["errorCode"] == outcome.removeprefix("error:"), relative
+    assert report["lostImages"] == []
+    assert report["model"]["finalStatus"] == "STOPPED"
+    assert report["mapping"]["finalState"] == "Disabled"
+    assert report["model"]["billedInferenceUnitMinutes"] > 0
+    assert report["executions"][0]["status"] == "SUCCEEDED"
+    assert (out / "gallery.html").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "model STARTING" in printed
+    assert f"{len(expected)} uploaded -> {len(results)} results, {len(errors)} error records" in printed
+
+
+def test_demo_with_own_images_manifest_fault_and_context(tmp_path, capsys):
+    images = tmp_path / "mine"
+    (images / "sub").mkdir(parents=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), (10, 200, 10)).save(buffer, "PNG")
+    (images / "sub" / "leaf.png").write_bytes(buffer.getvalue())
+    (images / "plain.png").write_bytes(buffer.getvalue()[:-1] + b"\x00")  # still decodes, no annotation
+    (images / "manifest.jsonl").write_text(
+        json.dumps(
+            {
+                "source-ref": "s3://anywhere/sub/leaf.png",
+                "leaf": 0,
+                "leaf-metadata": {
+                    "class-name": "leaf",
+                    "confidence": 0.9,
+                    "type": "groundtruth/image-classification",
+                },
+            }
+        )
+        + "\n"
+    )
+    out = tmp_path / "out"
+    code = main(
+        [
+            "demo",
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--time-scale",
+            "0",
+            "--fault",
+            "abort-during-drain",
+            "-c",
+            "drainPollSeconds=15",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "run-report.json").read_text())
+    assert report["faults"] == ["abort-during-drain"]
+    assert report["settings"]["config"]["drainPollSeconds"] == 15
+    assert report["executions"][0]["status"] == "ABORTED"
+    assert report["model"]["finalStatus"] == "STOPPED"
+    if (out / "results" / "sub" / "leaf.png.json").exists():
+        labels = json.loads((out / "results" / "sub" / "leaf.png.json").read_text())["customLabels"]
+        assert labels == [{"Name": "leaf", "Confidence": 90.0}]
+    assert "manifest.jsonl" not in json.dumps(report["imagesByOutcome"])
+    assert report["imagesUploaded"] == 2
+
+
+def test_demo_reports_a_missing_definition_clearly(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "o"), "--definition", str(tmp_path / "nope.json")]) == 2
+    assert "no state machine definition" in capsys.readouterr().err
