@@ -270,6 +270,33 @@ def _patch_sqs_time() -> None:
 
         return wrapper
 
+    # send_message reads queue.attributes only for ContentBasedDeduplication, yet that builds the
+    # three message counts by scanning every message: quadratic for a large upload. Counts are not
+    # needed there, so they are skipped while a send is in progress.
+    sending = threading.local()
+    for count in (
+        "approximate_number_of_messages",
+        "approximate_number_of_messages_not_visible",
+        "approximate_number_of_messages_delayed",
+    ):
+        original_count = getattr(sqs_models.Queue, count)
+
+        def counted(self, _original=original_count):
+            return 0 if getattr(sending, "active", False) else _original.fget(self)
+
+        setattr(sqs_models.Queue, count, property(counted))
+
+    original_send = sqs_models.SQSBackend.send_message
+
+    def send_message(self, *args, **kwargs):
+        sending.active = True
+        try:
+            return original_send(self, *args, **kwargs)
+        finally:
+            sending.active = False
+
+    sqs_models.SQSBackend.send_message = send_message
+
     for name in (
         "get_queue_attributes",
         "send_message",
