@@ -168,6 +168,8 @@ class EmulatedModel:
         self._max_inference_units: int | None = None
         self._recent: collections.deque[float] = collections.deque()
         self.calls = collections.Counter()
+        self.first_labeled_at: float | None = None  # emulated times, for drain throughput
+        self.last_labeled_at: float | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
     def status(self) -> str:
@@ -294,6 +296,9 @@ class EmulatedModel:
         self.clock.sleep(self.behaviour.latency_seconds)
         with self._lock:
             self.calls["Labeled"] += 1
+            if self.first_labeled_at is None:
+                self.first_labeled_at = now
+            self.last_labeled_at = self.clock.now()
         return labels
 
     def _labels_for(self, image_bytes: bytes | None, *, min_confidence, max_results) -> list:

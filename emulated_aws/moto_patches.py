@@ -270,10 +270,10 @@ def _patch_sqs_time() -> None:
 
         return wrapper
 
-    # send_message reads queue.attributes only for ContentBasedDeduplication, yet that builds the
-    # three message counts by scanning every message: quadratic for a large upload. Counts are not
-    # needed there, so they are skipped while a send is in progress.
-    sending = threading.local()
+    # send_message and receive_message read queue.attributes only for ContentBasedDeduplication and
+    # MessageRetentionPeriod, yet that builds the three message counts by scanning every message:
+    # quadratic over a large batch. The counts are not used there, so they are skipped.
+    skip_counts = threading.local()
     for count in (
         "approximate_number_of_messages",
         "approximate_number_of_messages_not_visible",
@@ -282,20 +282,47 @@ def _patch_sqs_time() -> None:
         original_count = getattr(sqs_models.Queue, count)
 
         def counted(self, _original=original_count):
-            return 0 if getattr(sending, "active", False) else _original.fget(self)
+            return 0 if getattr(skip_counts, "active", False) else _original.fget(self)
 
         setattr(sqs_models.Queue, count, property(counted))
 
-    original_send = sqs_models.SQSBackend.send_message
+    def without_counts(method):
+        def wrapper(self, *args, **kwargs):
+            skip_counts.active = True
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                skip_counts.active = False
 
-    def send_message(self, *args, **kwargs):
-        sending.active = True
-        try:
-            return original_send(self, *args, **kwargs)
-        finally:
-            sending.active = False
+        return wrapper
 
-    sqs_models.SQSBackend.send_message = send_message
+    sqs_models.SQSBackend.send_message = without_counts(sqs_models.SQSBackend.send_message)
+    sqs_models.SQSBackend.receive_message = without_counts(sqs_models.SQSBackend.receive_message)
+
+    # Queue.delete_message scans every message's receipt-handle history in Python: quadratic over a
+    # drain of thousands. Index the current handle of each received message instead (same result).
+    by_handle: dict[str, Any] = {}
+    original_mark_received = sqs_models.Message.mark_received
+
+    def mark_received(self, visibility_timeout=None):
+        original_mark_received(self, visibility_timeout)
+        by_handle[self.receipt_handle] = self
+
+    sqs_models.Message.mark_received = mark_received
+    original_delete = sqs_models.Queue.delete_message
+
+    def delete_message(self, receipt_handle):
+        message = by_handle.get(receipt_handle)
+        if receipt_handle in self.deleted_messages or message is None or message not in self._messages:
+            return original_delete(self, receipt_handle)  # moto's own answer, errors included
+        self._messages.remove(message)
+        self.pending_messages.discard(message)
+        self.deleted_messages.update(message.all_receipt_handles)
+        for handle in message.all_receipt_handles:
+            by_handle.pop(handle, None)
+        return None
+
+    sqs_models.Queue.delete_message = delete_message
 
     for name in (
         "get_queue_attributes",

@@ -61,7 +61,7 @@ class PipelineConfig:
     processor_memory_mb: int = 256
     retry_delay_seconds: int = 10
     batch_size: int = 10
-    max_concurrency: int = 2
+    max_concurrency: int = 3
     # Model
     min_inference_units: int = 1
     max_inference_units: int | None = None
@@ -77,6 +77,11 @@ class PipelineConfig:
     schedule: str = "rate(1 hour)"
     schedule_enabled: bool = True
     notification_email: str | None = None
+    # Monitoring
+    alarms_enabled: bool = True
+    # Longer than a healthy run can hold the model (start timeout + drain limit + waits): see validate().
+    model_in_service_alarm_minutes: int = 300
+    error_records_alarm_threshold: int = 50
     # Lambda runtime
     powertools_version: str = "3.37.0"
 
@@ -245,6 +250,23 @@ class PipelineConfig:
             "in_flight_wait_seconds",
         ):
             checks.append((getattr(self, name) >= 1, f"{_camel(name)} must be at least 1"))
+        longest_run = math.ceil(
+            (
+                self.model_start_timeout_seconds
+                + 2 * self.mapping_timeout_seconds
+                + self.max_drain_seconds
+                + self.in_flight_wait_seconds
+            )
+            / 60
+        )
+        checks.append(
+            (
+                longest_run <= self.model_in_service_alarm_minutes <= 1440,
+                f"modelInServiceAlarmMinutes must be {longest_run}-1440: a healthy run can hold the model "
+                f"{longest_run} minutes with these settings, and CloudWatch evaluates at most a day",
+            )
+        )
+        checks.append((self.error_records_alarm_threshold >= 0, "errorRecordsAlarmThreshold must be >= 0"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)

@@ -10,6 +10,7 @@ from constructs import Construct
 
 from stacks.config import PipelineConfig
 from stacks.ingest import Ingest
+from stacks.monitoring import Monitoring
 from stacks.notifications import Notifications
 from stacks.orchestration import Orchestration
 from stacks.processor import Processor
@@ -61,6 +62,23 @@ class PipelineStack(Stack):
             schedule=config.schedule,
             schedule_enabled=config.schedule_enabled,
         )
+        processor_environment = config.processor_environment(bucket=ingest.bucket.bucket_name)
+        monitoring = Monitoring(
+            self,
+            "Monitoring",
+            queue=ingest.queue,
+            dead_letter_queue=ingest.dead_letter_queue,
+            function=processor.function,
+            state_machine=orchestration.state_machine,
+            topic=notifications.topic,
+            project_name=config.project_name,
+            version_name=config.version_name,
+            processor_metrics_namespace=processor_environment["POWERTOOLS_METRICS_NAMESPACE"],
+            processor_service=processor_environment["POWERTOOLS_SERVICE_NAME"],
+            model_in_service_alarm_minutes=config.model_in_service_alarm_minutes,
+            error_records_alarm_threshold=config.error_records_alarm_threshold,
+            alarms_enabled=config.alarms_enabled,
+        )
 
         outputs = {
             "BucketName": ingest.bucket.bucket_name,
@@ -83,3 +101,4 @@ class PipelineStack(Stack):
         self.processor = processor
         self.notifications = notifications
         self.orchestration = orchestration
+        self.monitoring = monitoring

@@ -66,14 +66,18 @@ class RekognitionStub:
             "detect_custom_labels", {"CustomLabels": labels}, expected_params=request(key, **settings)
         )
 
-    def fails(self, key: str, code: str, status: int = 400) -> None:
-        self.stubber.add_client_error(
-            "detect_custom_labels",
-            service_error_code=code,
-            service_message=f"{code} for the test",
-            http_status_code=status,
-            expected_params=request(key),
-        )
+    def fails(self, key: str, code: str, status: int = 400, *, times: int | None = None) -> None:
+        # A throttled call is retried inside the handler, so failing for good takes every attempt.
+        if times is None:
+            times = app.THROTTLE_ATTEMPTS if code in app.THROTTLE_CODES else 1
+        for _ in range(times):
+            self.stubber.add_client_error(
+                "detect_custom_labels",
+                service_error_code=code,
+                service_message=f"{code} for the test",
+                http_status_code=status,
+                expected_params=request(key),
+            )
 
     @property
     def keys(self) -> list[str]:
@@ -226,7 +230,14 @@ def aws(processor_env: None) -> Any:
 
 
 @pytest.fixture
-def rekognition(aws: Aws) -> Any:
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    recorded: list[float] = []
+    monkeypatch.setattr(app, "pause", recorded.append)
+    return recorded
+
+
+@pytest.fixture
+def rekognition(aws: Aws, pauses: list[float]) -> Any:
     stub = RekognitionStub(app.rekognition_client())
     with stub.stubber:
         yield stub
@@ -587,3 +598,19 @@ def test_metrics_count_labeled_images_labels_error_records_and_retries(aws, reko
         1,
         1,
     ]
+
+
+def test_a_throttled_call_is_retried_after_a_short_pause_and_labels_the_image(aws, rekognition, pauses):
+    rekognition.fails("incoming/a.jpg", "ProvisionedThroughputExceededException", times=2)
+    rekognition.returns("incoming/a.jpg", LABELS)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+
+    assert invoke(event) == NO_FAILURES
+    assert stored(aws) == {"results/a.jpg.json": result_doc("incoming/a.jpg", LABELS)}
+    assert len(pauses) == 2
+    assert all(app.THROTTLE_PAUSE_SECONDS[0] <= p <= app.THROTTLE_PAUSE_SECONDS[1] for p in pauses)
+    assert aws.visibility_changes == []
+
+
+def test_retry_delay_doubles_per_delivery_up_to_five_minutes():
+    assert [app.retry_delay(10, n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]

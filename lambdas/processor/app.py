@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
+import time
 import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,9 +22,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
+# No SDK retries: botocore backs a throttle off for seconds, which leaves the provisioned (and paid)
+# model idle; _detect_custom_labels retries throttles after a short pause instead, and any other
+# transient error goes back to the queue and is retried with the message.
 REKOGNITION_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=30
+    retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=30
 )
+THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException"})
+THROTTLE_ATTEMPTS = 25
+THROTTLE_PAUSE_SECONDS = (0.02, 0.1)  # jittered so concurrent environments don't retry in step
 MAX_IMAGE_BYTES = 15 * 1024 * 1024  # DetectCustomLabels' limit for S3 objects
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Retrying these cannot help: the image itself is unusable.
@@ -272,17 +280,29 @@ def _detect_custom_labels(image: ImageRef, settings: Settings) -> list[dict[str,
         params["MinConfidence"] = settings.min_confidence
     if settings.max_results is not None:
         params["MaxResults"] = settings.max_results
-    try:
-        return rekognition_client().detect_custom_labels(**params)["CustomLabels"]
-    except ClientError as error:
-        code = _error_code(error)
-        if code in PERMANENT_IMAGE_ERRORS:
-            raise PermanentImageError(code, PERMANENT_IMAGE_ERRORS[code]) from None
-        if _is_transient(error):
-            raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
-        raise
-    except (ConnectionError, HTTPClientError) as error:
-        raise TransientImageError(f"Could not reach Rekognition: {error}") from error
+    for attempt in range(1, THROTTLE_ATTEMPTS + 1):
+        try:
+            return rekognition_client().detect_custom_labels(**params)["CustomLabels"]
+        except ClientError as error:
+            code = _error_code(error)
+            if code in PERMANENT_IMAGE_ERRORS:
+                raise PermanentImageError(code, PERMANENT_IMAGE_ERRORS[code]) from None
+            if code in THROTTLE_CODES and attempt < THROTTLE_ATTEMPTS:
+                # The model's capacity is fully used: a slot frees within a second, so retry
+                # soon instead of backing off for seconds and leaving paid capacity idle.
+                pause(random.uniform(*THROTTLE_PAUSE_SECONDS))
+                continue
+            if _is_transient(error):
+                raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
+            raise
+        except (ConnectionError, HTTPClientError) as error:
+            raise TransientImageError(f"Could not reach Rekognition: {error}") from error
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def pause(seconds: float) -> None:
+    """Sleep between throttled attempts (the local emulator points this at its clock)."""
+    time.sleep(seconds)
 
 
 def _error_code(error: ClientError) -> str:

@@ -1,0 +1,313 @@
+"""`make bench`: billed model time per batch, against the least any orchestrator could bill and
+against the AWS reference sample's policy, measured on the emulator with the real ASL and handler.
+
+Every figure is emulated time (independent of this machine's speed); the run checks that by
+repeating one scenario at two time scales.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from emulated_aws.custom_labels import ModelBehaviour
+from emulated_aws.pipeline import (
+    PRICE_PER_INFERENCE_UNIT_HOUR,
+    EmulatedPipeline,
+    EmulationOptions,
+    Upload,
+    emulated_config,
+)
+from stacks.config import STATE_MACHINE_ASL
+
+REFERENCE_ASL = Path(__file__).resolve().parent / "reference-policy.asl.json"
+PRICE_PER_TRANSITION = 0.025 / 1000
+TPS_PER_IU = 5.0
+# One run per scenario, no re-firing schedule: the comparison is per batch.
+CONTEXT = {"scheduleEnabled": "false"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    images: int
+    start_minutes: float
+    trickle_images: int = 0  # arriving during the drain, evenly over trickle_seconds
+    trickle_seconds: float = 0
+    poison_share: float = 0.0  # corrupt JPEGs: error records, never retried
+
+
+SCENARIOS = [
+    *(Scenario(f"{n} images, start {m} min", n, m) for n in (1, 100, 2000) for m in (5, 15, 30)),
+    Scenario("20000 images, start 15 min", 20000, 15),
+    Scenario(
+        "200 + 600 trickling in over 10 min, start 15 min", 200, 15, trickle_images=600, trickle_seconds=600
+    ),
+    Scenario("2000 images, 5 % poison, start 15 min", 2000, 15, poison_share=0.05),
+]
+SMOKE = [Scenario("3 images, start 5 min", 3, 5)]
+
+
+def _image() -> bytes:
+    image = Image.new("RGB", (160, 120), (60, 140, 60))
+    ImageDraw.Draw(image).ellipse((40, 30, 90, 80), fill=(200, 30, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def run_one(scenario: Scenario, policy: str, time_scale: float = math.inf) -> dict:
+    """One scenario under one policy ("pipeline" or "reference"), in this process."""
+    config = emulated_config(CONTEXT)
+    options = EmulationOptions(
+        time_scale=time_scale,
+        behaviour=ModelBehaviour(
+            start_seconds=scenario.start_minutes * 60, tps_per_inference_unit=TPS_PER_IU
+        ),
+        definition=STATE_MACHINE_ASL if policy == "pipeline" else REFERENCE_ASL,
+        processor_log=open(os.devnull, "w"),  # noqa: SIM115 - closed with the process
+        status_change_rule=policy == "pipeline",  # the reference deploys no clean-up rule
+        max_emulated_seconds=3 * 24 * 3600,
+    )
+    body = _image()
+    poison = round(scenario.images * scenario.poison_share)
+    uploads = [
+        Upload(f"batch/{i:05d}.jpg", b"\xff\xd8\xff\xe0corrupt" if i < poison else body)
+        for i in range(scenario.images)
+    ]
+    wall = time.monotonic()
+    with EmulatedPipeline(config, options) as pipeline:
+        pipeline.upload(uploads)
+        if scenario.trickle_images:
+            _schedule_trickle(pipeline, scenario, body)
+        report = pipeline.run()
+        model = pipeline.model
+    return _measure(scenario, policy, report, model, wall_seconds=time.monotonic() - wall)
+
+
+def _schedule_trickle(pipeline: EmulatedPipeline, scenario: Scenario, body: bytes) -> None:
+    step = 10.0  # the driver's tick
+    waves = max(1, int(scenario.trickle_seconds // step))
+    per_wave = scenario.trickle_images // waves
+    for wave in range(waves):
+        count = per_wave if wave < waves - 1 else scenario.trickle_images - per_wave * (waves - 1)
+        uploads = [Upload(f"trickle/{wave:03d}-{i:03d}.jpg", body) for i in range(count)]
+        pipeline.upload_when(
+            lambda p, at=wave * step: p.enabled_at is not None and p.clock.now() >= p.enabled_at + at, uploads
+        )
+
+
+def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
+    units = report["model"]["inferenceUnits"]
+    capacity = TPS_PER_IU * units
+    images = scenario.images + scenario.trickle_images
+    billed = report["model"]["runningSeconds"] * units / 60
+    minimum = images / capacity / 60
+    if scenario.trickle_images:
+        # The model has to be up until the last arrival is labeled, however fast it is.
+        minimum = max(minimum, (scenario.trickle_seconds + 1 / capacity) / 60)
+    accepted = model.calls["DetectCustomLabels"] - model.calls["Throttled"] - model.calls.get("NotReady", 0)
+    throughput = None
+    if model.first_labeled_at is not None and accepted >= 100 and not scenario.trickle_images:
+        busy = model.last_labeled_at - model.first_labeled_at
+        throughput = accepted / (busy * capacity) if busy > 0 else None
+    transitions = report["stateTransitions"]
+    return {
+        "scenario": scenario.name,
+        "policy": policy,
+        "images": images,
+        "startMinutes": scenario.start_minutes,
+        "billedModelMinutes": round(billed, 2),
+        "minimumModelMinutes": round(minimum, 2),
+        "overheadMinutes": round(billed - minimum, 2),
+        "drainThroughputShare": None if throughput is None else round(throughput, 3),
+        "throttledCalls": model.calls["Throttled"],
+        "itemFailures": report["processor"].get("itemFailures", 0),
+        "deadLetterQueue": report["deadLetterQueue"]["visible"],
+        "stateTransitions": transitions,
+        "imagesLost": len(report["lostImages"]),
+        "imagesByOutcome": report["imagesByOutcome"],
+        "modelFinalStatus": report["model"]["finalStatus"],
+        "estimatedCostUsd": round(
+            billed / 60 * PRICE_PER_INFERENCE_UNIT_HOUR + transitions * PRICE_PER_TRANSITION, 4
+        ),
+        "emulatedSeconds": report["durations"]["emulatedSeconds"],
+        "wallSeconds": round(wall_seconds, 1),
+        "settings": {
+            k: report["settings"]["config"][k]
+            for k in (
+                "drainPollSeconds",
+                "emptyPollsRequired",
+                "maxConcurrency",
+                "batchSize",
+                "modelPollSeconds",
+            )
+        },
+    }
+
+
+def _run_all(scenarios: list[Scenario], jobs: int) -> list[dict]:
+    work = [(s, policy) for s in scenarios for policy in ("pipeline", "reference")]
+    # Largest first, so the long runs overlap with the many short ones.
+    work.sort(key=lambda item: -(item[0].images + item[0].trickle_images))
+    if jobs <= 1:
+        return [run_one(s, p) for s, p in work]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_one, s, p) for s, p in work]
+        return [f.result() for f in futures]
+
+
+def time_scale_check(scenario: Scenario) -> dict:
+    fast = run_one(scenario, "pipeline", math.inf)
+    slow = run_one(scenario, "pipeline", 2000.0)
+    spread = abs(fast["billedModelMinutes"] - slow["billedModelMinutes"]) / max(
+        fast["billedModelMinutes"], 1e-9
+    )
+    return {
+        "scenario": scenario.name,
+        "billedAtMaxSpeed": fast["billedModelMinutes"],
+        "billedAt2000x": slow["billedModelMinutes"],
+        "relativeDifference": round(spread, 4),
+        "ok": spread <= 0.05,
+    }
+
+
+def targets(rows: list[dict], config) -> list[dict]:
+    ours = [r for r in rows if r["policy"] == "pipeline"]
+    ref = {r["scenario"]: r for r in rows if r["policy"] == "reference"}
+    tail_allowance = (config.drain_poll_seconds * (1 + config.empty_polls_required)) / 60
+    checks = []
+    worst = max(ours, key=lambda r: r["overheadMinutes"] if not r["scenario"].startswith("200 +") else -1)
+    checks.append(
+        {
+            "target": f"overhead <= drain poll + empty-confirmation polls ({tail_allowance:g} min), < 3 min",
+            "worst": f"{worst['overheadMinutes']} min ({worst['scenario']})",
+            "met": worst["overheadMinutes"] <= min(tail_allowance, 3),
+        }
+    )
+    shares = [r for r in ours if r["drainThroughputShare"] is not None]
+    if shares:
+        low = min(shares, key=lambda r: r["drainThroughputShare"])
+        checks.append(
+            {
+                "target": "drain throughput >= 90 % of model capacity, none in the DLQ",
+                "worst": f"{low['drainThroughputShare']:.1%} ({low['scenario']}); DLQ total "
+                f"{sum(r['deadLetterQueue'] for r in ours)}",
+                "met": low["drainThroughputShare"] >= 0.9 and all(r["deadLetterQueue"] == 0 for r in ours),
+            }
+        )
+    singles = [r for r in ours if r["images"] == 1 and r["scenario"] in ref]
+    if singles:
+        ratios = [
+            ref[r["scenario"]]["billedModelMinutes"] / max(r["billedModelMinutes"], 1e-9) for r in singles
+        ]
+        checks.append(
+            {
+                "target": "1-image batch: >= 15x less billed model time than the reference",
+                "worst": f"{min(ratios):.1f}x",
+                "met": min(ratios) >= 15,
+            }
+        )
+    checks.append(
+        {
+            "target": "no image lost",
+            "worst": f"{sum(r['imagesLost'] for r in rows)} lost",
+            "met": all(r["imagesLost"] == 0 for r in rows),
+        }
+    )
+    return checks
+
+
+def print_table(rows: list[dict], out) -> None:
+    ref = {r["scenario"]: r for r in rows if r["policy"] == "reference"}
+    header = (
+        f"{'scenario':<48} {'billed':>7} {'min':>6} {'over':>6} {'thru':>5} {'trans':>6} {'lost':>4} "
+        f"{'cost $':>7} | {'ref billed':>10} {'ratio':>6} {'ref cost $':>10}"
+    )
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for row in rows:
+        if row["policy"] != "pipeline":
+            continue
+        r = ref.get(row["scenario"])
+        share = "-" if row["drainThroughputShare"] is None else f"{row['drainThroughputShare']:.0%}"
+        ratio = (
+            f"{r['billedModelMinutes'] / row['billedModelMinutes']:.1f}x"
+            if r and row["billedModelMinutes"]
+            else "-"
+        )
+        print(
+            f"{row['scenario']:<48} {row['billedModelMinutes']:>7.1f} {row['minimumModelMinutes']:>6.1f} "
+            f"{row['overheadMinutes']:>6.1f} {share:>5} {row['stateTransitions']:>6} {row['imagesLost']:>4} "
+            f"{row['estimatedCostUsd']:>7.2f} | {r['billedModelMinutes'] if r else '-':>10} {ratio:>6} "
+            f"{r['estimatedCostUsd'] if r else '-':>10}",
+            file=out,
+        )
+    print(
+        "(model minutes are IU-minutes of RUNNING time; min = images / (TPS x IUs); thru = drain throughput"
+        " as a share of capacity; trans = Step Functions state transitions)",
+        file=out,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="one tiny scenario (what `make test` runs)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
+    parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    scenarios = SMOKE if args.smoke else SCENARIOS
+    rows = _run_all(scenarios, args.jobs)
+    order = {s.name: i for i, s in enumerate(scenarios)}
+    rows.sort(key=lambda r: (order[r["scenario"]], r["policy"]))
+    check = time_scale_check(scenarios[0] if args.smoke else Scenario("100 images, start 5 min", 100, 5))
+    config = emulated_config(CONTEXT)
+    checks = targets(rows, config)
+
+    print_table(rows, sys.stdout)
+    print(file=sys.stdout)
+    for item in checks:
+        print(f"[{'met' if item['met'] else 'MISSED'}] {item['target']}: {item['worst']}")
+    print(
+        f"[{'ok' if check['ok'] else 'FAILED'}] time-scale check ({check['scenario']}): "
+        f"{check['billedAtMaxSpeed']} vs {check['billedAt2000x']} billed minutes "
+        f"({check['relativeDifference']:.1%} apart, limit 5 %)"
+    )
+    elapsed = time.monotonic() - started
+    result = {
+        "command": "make bench" if not args.smoke else "python -m bench --smoke",
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "wallSeconds": round(elapsed, 1),
+        "pricePerInferenceUnitHour": PRICE_PER_INFERENCE_UNIT_HOUR,
+        "tpsPerInferenceUnit": TPS_PER_IU,
+        "scenarios": [asdict(s) for s in scenarios],
+        "runs": rows,
+        "targets": checks,
+        "timeScaleCheck": check,
+    }
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output} in {elapsed:.0f} s of wall time")
+    if not check["ok"]:
+        return 1
+    return 0 if all(r["imagesLost"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Monitoring: the pipeline's CloudWatch dashboard and the alarms that publish to its notification topic."""
+
+from __future__ import annotations
+
+import math
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+# Custom Labels list price in us-east-1; the cost widget's title says it is an estimate at this rate.
+USD_PER_INFERENCE_UNIT_HOUR = 4.00
+REKOGNITION_NAMESPACE = "AWS/Rekognition"
+IN_SERVICE_INFERENCE_UNITS = "InServiceInferenceUnits"
+# Rekognition publishes InServiceInferenceUnits as a one-minute average, and nothing while the model
+# is stopped (AWS: "use the Average statistic to obtain the 1 minute average").
+MODEL_METRIC_PERIOD = Duration.minutes(1)
+# The model alarm counts 5-minute periods, so one missing one-minute datapoint does not reset the count.
+MODEL_ALARM_PERIOD_MINUTES = 5
+# CloudWatch: evaluation periods x period may not exceed one day.
+MAX_ALARM_WINDOW_MINUTES = 24 * 60
+DLQ_ALARM_PERIOD = Duration.minutes(5)
+EXECUTION_ALARM_PERIOD = Duration.minutes(5)
+ERROR_RECORDS_ALARM_PERIOD = Duration.hours(1)
+# Metric-math ids (they must start with a lower-case letter) of the executions the alarm counts.
+UNSUCCESSFUL_EXECUTIONS = ("failed", "timedOut", "aborted")
+WIDGET_WIDTH = 8
+WIDGET_HEIGHT = 6
+
+
+class Monitoring(Construct):
+    """Dashboard (queues, processor, model, cost, runs) and, unless disabled, four alarms on the topic."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        queue: sqs.IQueue,
+        dead_letter_queue: sqs.IQueue,
+        function: lambda_.IFunction,
+        state_machine: sfn.IStateMachine,
+        topic: sns.ITopic,
+        project_name: str,
+        version_name: str,
+        processor_metrics_namespace: str,
+        processor_service: str,
+        model_in_service_alarm_minutes: int,
+        error_records_alarm_threshold: int,
+        alarms_enabled: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not MODEL_ALARM_PERIOD_MINUTES <= model_in_service_alarm_minutes <= MAX_ALARM_WINDOW_MINUTES:
+            raise ValueError(
+                f"model_in_service_alarm_minutes must be {MODEL_ALARM_PERIOD_MINUTES}-"
+                f"{MAX_ALARM_WINDOW_MINUTES} (CloudWatch evaluates at most one day), "
+                f"got {model_in_service_alarm_minutes}"
+            )
+        self._model_dimensions = {"ProjectName": project_name, "VersionName": version_name}
+
+        # ---- metrics ------------------------------------------------------------------------
+        self.dlq_visible = dead_letter_queue.metric_approximate_number_of_messages_visible(
+            label="Dead-letter queue (visible)", period=DLQ_ALARM_PERIOD, statistic=cw.Stats.MAXIMUM
+        )
+
+        def processor_metric(name: str, label: str) -> cw.Metric:
+            return cw.Metric(
+                namespace=processor_metrics_namespace,
+                metric_name=name,
+                dimensions_map={"service": processor_service},
+                statistic=cw.Stats.SUM,
+                period=Duration.minutes(5),
+                label=label,
+            )
+
+        self.error_records = processor_metric("ErrorRecords", "Error records")
+        inference_units = self._in_service_units(cw.Stats.AVERAGE, MODEL_METRIC_PERIOD)
+        # Each one-minute average is the IUs of that minute; PERIOD() keeps the sum right when the
+        # console widens the period for a long time range. FILL: no datapoint = not running = no cost.
+        estimated_cost = cw.MathExpression(
+            expression=f"RUNNING_SUM(FILL(units, 0) * PERIOD(units) / 3600) * {USD_PER_INFERENCE_UNIT_HOUR}",
+            using_metrics={"units": inference_units},
+            label="Estimated model cost over the time range (USD)",
+            period=MODEL_METRIC_PERIOD,
+        )
+        self.executions = {
+            "succeeded": state_machine.metric_succeeded(label="Succeeded"),
+            "failed": state_machine.metric_failed(label="Failed"),
+            "timedOut": state_machine.metric_timed_out(label="Timed out"),
+            "aborted": state_machine.metric_aborted(label="Aborted"),
+        }
+
+        # ---- dashboard ----------------------------------------------------------------------
+        self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.days(1))
+        self.dashboard.add_widgets(
+            _graph(
+                "Queue depth",
+                [
+                    queue.metric_approximate_number_of_messages_visible(label="Queued (visible)"),
+                    queue.metric_approximate_number_of_messages_not_visible(label="In flight"),
+                    self.dlq_visible,
+                ],
+            ),
+            _graph(
+                "Images labeled and error records",
+                [
+                    processor_metric("ImagesLabeled", "Images labeled"),
+                    self.error_records,
+                    processor_metric("TransientFailures", "Transient failures (retried)"),
+                ],
+            ),
+            _graph("Labels found", [processor_metric("LabelsFound", "Labels found")]),
+        )
+        self.dashboard.add_widgets(
+            _graph("Processor errors and throttles", [function.metric_errors(), function.metric_throttles()]),
+            _graph("Model inference units in service", [inference_units]),
+            _graph(
+                f"Estimated model cost, USD (an estimate at ${USD_PER_INFERENCE_UNIT_HOUR:.0f}/IU-hour)",
+                [estimated_cost],
+            ),
+        )
+        executions_widget = _graph(
+            "State machine executions by outcome", list(self.executions.values()), width=2 * WIDGET_WIDTH
+        )
+
+        self.alarms: list[cw.Alarm] = []
+        if not alarms_enabled:
+            self.dashboard.add_widgets(executions_widget)
+            return
+        self.alarms = self._add_alarms(
+            topic=topic,
+            model_in_service_alarm_minutes=model_in_service_alarm_minutes,
+            error_records_alarm_threshold=error_records_alarm_threshold,
+        )
+        self.dashboard.add_widgets(
+            executions_widget,
+            cw.AlarmStatusWidget(
+                title="Alarms", alarms=self.alarms, width=WIDGET_WIDTH, height=WIDGET_HEIGHT
+            ),
+        )
+
+    def _in_service_units(self, statistic: str, period: Duration) -> cw.Metric:
+        return cw.Metric(
+            namespace=REKOGNITION_NAMESPACE,
+            metric_name=IN_SERVICE_INFERENCE_UNITS,
+            dimensions_map=self._model_dimensions,
+            statistic=statistic,
+            period=period,
+            label="Inference units in service",
+        )
+
+    def _add_alarms(
+        self, *, topic: sns.ITopic, model_in_service_alarm_minutes: int, error_records_alarm_threshold: int
+    ) -> list[cw.Alarm]:
+        # A queue holding messages is active and reports every minute; no data means an idle, empty queue.
+        self.dead_letter_alarm = cw.Alarm(
+            self,
+            "DeadLetterQueueAlarm",
+            alarm_description="Messages are in the dead-letter queue: images that failed every delivery. "
+            "Check the processor's logs, then move them back with `python -m cli redrive`.",
+            metric=self.dlq_visible,
+            threshold=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
+        # Rekognition publishes nothing while the model is stopped: missing data is "not in service".
+        # Minimum: a period breaches only if every datapoint in it had units in service.
+        model_periods = math.ceil(model_in_service_alarm_minutes / MODEL_ALARM_PERIOD_MINUTES)
+        self.model_in_service_alarm = cw.Alarm(
+            self,
+            "ModelInServiceAlarm",
+            alarm_description=f"The Custom Labels model has had inference units in service for "
+            f"{model_periods * MODEL_ALARM_PERIOD_MINUTES} minutes in a row (billed about "
+            f"${USD_PER_INFERENCE_UNIT_HOUR:.0f} per IU-hour). Look for a stuck run "
+            "(`python -m cli status`) or stop the model.",
+            metric=self._in_service_units(cw.Stats.MINIMUM, Duration.minutes(MODEL_ALARM_PERIOD_MINUTES)),
+            threshold=0,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=model_periods,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
+        # One alarm on the sum: one notification per incident. FILL because each metric has data only
+        # in periods where such an execution ended, and a sum with a missing term is missing.
+        self.executions_alarm = cw.Alarm(
+            self,
+            "UnsuccessfulExecutionsAlarm",
+            alarm_description="A batch run failed, timed out or was aborted. The clean-up rule stops the "
+            "model and disables the mapping; see the run's notification and its execution history.",
+            metric=cw.MathExpression(
+                expression=" + ".join(f"FILL({name}, 0)" for name in UNSUCCESSFUL_EXECUTIONS),
+                using_metrics={
+                    name: self.executions[name].with_(statistic=cw.Stats.SUM)
+                    for name in UNSUCCESSFUL_EXECUTIONS
+                },
+                label="Executions failed, timed out or aborted",
+                period=EXECUTION_ALARM_PERIOD,
+            ),
+            threshold=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            # No execution ended in the period: none failed.
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
+        # The processor emits ErrorRecords only when it writes one: no data means no errors.
+        self.error_records_alarm = cw.Alarm(
+            self,
+            "ErrorRecordsAlarm",
+            alarm_description=f"More than {error_records_alarm_threshold} error records in an hour: many "
+            "uploads are unusable (unsupported type, too large, corrupt): see the error records.",
+            metric=self.error_records.with_(period=ERROR_RECORDS_ALARM_PERIOD),
+            threshold=error_records_alarm_threshold,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
+        alarms = [
+            self.dead_letter_alarm,
+            self.model_in_service_alarm,
+            self.executions_alarm,
+            self.error_records_alarm,
+        ]
+        action = cw_actions.SnsAction(topic)
+        for alarm in alarms:
+            alarm.add_alarm_action(action)
+        # "Back to OK" after a "model still running" page says the model has stopped.
+        self.model_in_service_alarm.add_ok_action(action)
+        return alarms
+
+
+def _graph(title: str, metrics: list[cw.IMetric], *, width: int = WIDGET_WIDTH) -> cw.GraphWidget:
+    return cw.GraphWidget(title=title, left=metrics, width=width, height=WIDGET_HEIGHT)

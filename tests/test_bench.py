@@ -1,0 +1,29 @@
+"""Smoke test of `make bench`: one tiny scenario under both policies, through the same emulator."""
+
+from __future__ import annotations
+
+import json
+
+from bench.__main__ import main
+
+
+def test_bench_smoke_scenario_reports_both_policies_and_checks_itself(tmp_path, capsys):
+    output = tmp_path / "bench-results.json"
+    assert main(["--smoke", "--jobs", "1", "--output", str(output)]) == 0
+
+    result = json.loads(output.read_text())
+    runs = {run["policy"]: run for run in result["runs"]}
+    assert set(runs) == {"pipeline", "reference"}
+    ours, reference = runs["pipeline"], runs["reference"]
+    assert ours["images"] == reference["images"] == 3
+    assert ours["imagesLost"] == reference["imagesLost"] == 0
+    assert ours["imagesByOutcome"] == {"result": 3}
+    assert ours["modelFinalStatus"] == "STOPPED"
+    # 3 images need 0.6 s of model time; the pipeline bills about a minute, the reference an hour.
+    assert ours["minimumModelMinutes"] == 0.01
+    assert 0 < ours["billedModelMinutes"] <= 3
+    assert reference["billedModelMinutes"] >= 15 * ours["billedModelMinutes"]
+    assert result["timeScaleCheck"]["ok"] is True
+    printed = capsys.readouterr().out
+    assert "3 images, start 5 min" in printed
+    assert "[ok] time-scale check" in printed

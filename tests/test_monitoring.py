@@ -1,0 +1,333 @@
+"""The monitoring construct in the synthesized template: every dashboard widget's metrics, every alarm's
+exact metric, threshold, periods and missing-data handling, and no alarms when they are switched off.
+
+Uses test_infrastructure's `synth` fixture and `synthesize` (app.build + cdk-nag). pytest registers an
+imported fixture per module, so this module synthesizes once more (under a second: node start-up, the
+slow part, is paid once per session), plus once for the alarms-off variant.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from test_infrastructure import ACCOUNT, REGION, Synthesis, synth, synthesize
+
+from stacks.monitoring import Monitoring
+from stacks.processor import LAMBDA_CODE_DIR
+
+__all__ = ["synth"]  # test_infrastructure's session fixture, imported so pytest finds it here
+
+NAMESPACE = "CustomLabelsBatch"
+SERVICE = {"service": "customlabels-processor"}
+COST_EXPRESSION = "RUNNING_SUM(FILL(units, 0) * PERIOD(units) / 3600) * 4.0"
+
+
+@pytest.fixture(scope="session")
+def alarms_off(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
+    """The stack with alarmsEnabled false."""
+    return synthesize(tmp_path_factory.mktemp("cdk-out-alarms-off"), {"alarmsEnabled": "false"})
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _placeholder(token: dict[str, Any]) -> str:
+    if "Ref" in token:
+        return "${" + token["Ref"] + "}"
+    logical_id, attribute = token["Fn::GetAtt"]
+    return "${" + f"{logical_id}.{attribute}" + "}"
+
+
+def dashboard_body(synthesis: Synthesis) -> dict[str, Any]:
+    """The DashboardBody Fn::Join rendered to JSON, with `${LogicalId}` / `${LogicalId.Attr}` for tokens."""
+    _, dashboard = synthesis.one("AWS::CloudWatch::Dashboard")
+    separator, parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"]
+    return json.loads(separator.join(p if isinstance(p, str) else _placeholder(p) for p in parts))
+
+
+def widgets(synthesis: Synthesis) -> dict[str, dict[str, Any]]:
+    """title -> widget properties."""
+    return {w["properties"]["title"]: w["properties"] for w in dashboard_body(synthesis)["widgets"]}
+
+
+def graphed(widget: dict[str, Any]) -> list[tuple[str, str, dict[str, str], str]]:
+    """(namespace, metric name, dimensions, statistic) of every metric line a graph widget draws."""
+    out = []
+    for line in widget["metrics"]:
+        *names, options = line if isinstance(line[-1], dict) else [*line, {}]
+        if "expression" in options:
+            continue
+        namespace, metric, *dimensions = names
+        stat = options.get("stat", "Average")  # a dashboard's default statistic
+        out.append((namespace, metric, dict(zip(dimensions[::2], dimensions[1::2], strict=True)), stat))
+    return out
+
+
+def alarm(synthesis: Synthesis, name: str) -> dict[str, Any]:
+    return synthesis.resources[synthesis.logical_id("AWS::CloudWatch::Alarm", name)]["Properties"]
+
+
+def metric_stat(
+    namespace: str, metric: str, dimensions: dict[str, Any], *, period: int, stat: str, metric_id: str = "m1"
+) -> dict[str, Any]:
+    return {
+        "Id": metric_id,
+        "MetricStat": {
+            "Metric": {
+                "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()],
+                "MetricName": metric,
+                "Namespace": namespace,
+            },
+            "Period": period,
+            "Stat": stat,
+        },
+        "ReturnData": metric_id == "m1",
+    }
+
+
+def without_labels(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in m.items() if k != "Label"} for m in metrics]
+
+
+def ids(synthesis: Synthesis) -> dict[str, str]:
+    return {
+        "queue": synthesis.logical_id("AWS::SQS::Queue", "ImageQueue"),
+        "dlq": synthesis.logical_id("AWS::SQS::Queue", "DeadLetterQueue"),
+        "function": synthesis.logical_id("AWS::Lambda::Function", "ProcessorFunction"),
+        "machine": synthesis.one("AWS::StepFunctions::StateMachine")[0],
+        "topic": synthesis.one("AWS::SNS::Topic")[0],
+    }
+
+
+# ---- dashboard ---------------------------------------------------------------------------------
+
+
+def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
+    i = ids(synth)
+    model = {"ProjectName": synth.config.project_name, "VersionName": synth.config.version_name}
+    assert model == {"ProjectName": "my-project", "VersionName": "my-project.v1"}
+    machine = {"StateMachineArn": f"${{{i['machine']}}}"}
+    queue = {"QueueName": f"${{{i['queue']}.QueueName}}"}
+    dlq = {"QueueName": f"${{{i['dlq']}.QueueName}}"}
+    expected = {
+        "Queue depth": [
+            ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue),
+            ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", queue),
+            ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq),
+        ],
+        "Images labeled and error records": [
+            (NAMESPACE, "ImagesLabeled", SERVICE),
+            (NAMESPACE, "ErrorRecords", SERVICE),
+            (NAMESPACE, "TransientFailures", SERVICE),
+        ],
+        "Labels found": [(NAMESPACE, "LabelsFound", SERVICE)],
+        "Processor errors and throttles": [
+            ("AWS/Lambda", "Errors", {"FunctionName": f"${{{i['function']}}}"}),
+            ("AWS/Lambda", "Throttles", {"FunctionName": f"${{{i['function']}}}"}),
+        ],
+        "Model inference units in service": [("AWS/Rekognition", "InServiceInferenceUnits", model)],
+        "Estimated model cost, USD (an estimate at $4/IU-hour)": [
+            ("AWS/Rekognition", "InServiceInferenceUnits", model)
+        ],
+        "State machine executions by outcome": [
+            ("AWS/States", f"Executions{outcome}", machine)
+            for outcome in ("Succeeded", "Failed", "TimedOut", "Aborted")
+        ],
+    }
+    graphs = {title: w for title, w in widgets(synth).items() if "metrics" in w}
+    assert set(graphs) == set(expected)
+    for title, metrics in expected.items():
+        assert [line[:3] for line in graphed(graphs[title])] == metrics, title
+    # Counts are sums; queue depths are the peak of the period; inference units an average.
+    stats = {title: {line[3] for line in graphed(w)} for title, w in graphs.items()}
+    assert stats["Queue depth"] == {"Maximum"}
+    assert stats["Images labeled and error records"] == stats["Labels found"] == {"Sum"}
+    assert stats["Processor errors and throttles"] == {"Sum"}
+    assert stats["State machine executions by outcome"] == {"Sum"}
+    assert stats["Model inference units in service"] == {"Average"}
+
+
+def test_cost_widget_sums_per_minute_inference_units_at_4_dollars_per_iu_hour(synth):
+    (cost,) = [w for title, w in widgets(synth).items() if title.startswith("Estimated model cost")]
+    assert "estimate at $4/IU-hour" in cost["title"]
+    expression, units = cost["metrics"]
+    assert expression == [
+        {
+            "label": "Estimated model cost over the time range (USD)",
+            "expression": COST_EXPRESSION,
+            "period": 60,
+        }
+    ]
+    assert units[-1] == {"label": "Inference units in service", "id": "units", "visible": False, "period": 60}
+    assert graphed(cost)[0][3] == "Average"
+
+
+def test_cost_expression_turns_one_iu_hour_into_four_dollars():
+    """Evaluate the expression on a one-minute series: an hour at 1 IU, a half-hour stopped (no data),
+    a half-hour at 2 IUs = 2 IU-hours = $8."""
+
+    class Series(list):
+        def __mul__(self, k):
+            return Series(v * k for v in self)
+
+        def __truediv__(self, k):
+            return Series(v / k for v in self)
+
+    def fill(series, value):
+        return Series(value if v is None else v for v in series)
+
+    def running_sum(series):
+        total, out = 0.0, Series()
+        for v in series:
+            total += v
+            out.append(total)
+        return out
+
+    units = Series([1.0] * 60 + [None] * 30 + [2.0] * 30)
+    names = {"RUNNING_SUM": running_sum, "FILL": fill, "PERIOD": lambda _: 60, "units": units}
+    cost = eval(COST_EXPRESSION, {"__builtins__": {}}, names)
+    assert cost[59] == pytest.approx(4.0)
+    assert cost[89] == pytest.approx(4.0)
+    assert cost[-1] == pytest.approx(8.0)
+
+
+def test_dashboard_shows_the_alarms(synth):
+    alarm_ids = sorted(synth.of_type("AWS::CloudWatch::Alarm"))
+    (status,) = [w for w in widgets(synth).values() if "alarms" in w]
+    assert sorted(status["alarms"]) == sorted(f"${{{a}.Arn}}" for a in alarm_ids)
+
+
+# ---- alarms ------------------------------------------------------------------------------------
+
+
+def test_four_alarms_each_notify_the_topic(synth):
+    topic = {"Ref": ids(synth)["topic"]}
+    alarms = synth.of_type("AWS::CloudWatch::Alarm")
+    assert len(alarms) == 4
+    for logical_id, resource in alarms.items():
+        props = resource["Properties"]
+        assert props["AlarmActions"] == [topic], logical_id
+        assert "DatapointsToAlarm" not in props, logical_id  # every evaluated period must breach
+        assert "AlarmName" not in props, logical_id
+        assert props["AlarmDescription"], logical_id
+    ok = {k for k, r in alarms.items() if "OKActions" in r["Properties"]}
+    assert ok == {synth.logical_id("AWS::CloudWatch::Alarm", "ModelInService")}
+    assert alarm(synth, "ModelInService")["OKActions"] == [topic]
+
+
+def test_dead_letter_queue_alarm_fires_on_one_visible_message(synth):
+    props = alarm(synth, "DeadLetterQueue")
+    dlq = {"Fn::GetAtt": [ids(synth)["dlq"], "QueueName"]}
+    assert without_labels(props["Metrics"]) == [
+        metric_stat(
+            "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": dlq}, period=300, stat="Maximum"
+        )
+    ]
+    assert props["Threshold"] == 1
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert props["EvaluationPeriods"] == 1
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_model_in_service_alarm_needs_every_period_of_the_configured_window(synth):
+    props = alarm(synth, "ModelInService")
+    model = {"ProjectName": "my-project", "VersionName": "my-project.v1"}
+    assert without_labels(props["Metrics"]) == [
+        metric_stat("AWS/Rekognition", "InServiceInferenceUnits", model, period=300, stat="Minimum")
+    ]
+    assert props["Threshold"] == 0
+    assert props["ComparisonOperator"] == "GreaterThanThreshold"
+    minutes = synth.config.model_in_service_alarm_minutes
+    assert props["EvaluationPeriods"] == math.ceil(minutes / 5) == 60
+    # Within CloudWatch's one-day limit on evaluation periods x period.
+    assert props["EvaluationPeriods"] * 300 <= 86400
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_unsuccessful_executions_alarm_sums_failed_timed_out_and_aborted(synth):
+    props = alarm(synth, "UnsuccessfulExecutions")
+    machine = {"StateMachineArn": {"Ref": ids(synth)["machine"]}}
+    expression, *metrics = without_labels(props["Metrics"])
+    assert expression == {
+        "Expression": "FILL(failed, 0) + FILL(timedOut, 0) + FILL(aborted, 0)",
+        "Id": "expr_1",
+        "ReturnData": True,
+    }
+    assert metrics == [
+        metric_stat("AWS/States", f"Executions{name}", machine, period=300, stat="Sum", metric_id=metric_id)
+        for metric_id, name in (("failed", "Failed"), ("timedOut", "TimedOut"), ("aborted", "Aborted"))
+    ]
+    assert props["Threshold"] == 1
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert props["EvaluationPeriods"] == 1
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_error_records_alarm_fires_above_the_hourly_threshold(synth):
+    props = alarm(synth, "ErrorRecords")
+    assert without_labels(props["Metrics"]) == [
+        metric_stat(NAMESPACE, "ErrorRecords", SERVICE, period=3600, stat="Sum")
+    ]
+    assert props["Threshold"] == synth.config.error_records_alarm_threshold == 50
+    assert props["ComparisonOperator"] == "GreaterThanThreshold"
+    assert props["EvaluationPeriods"] == 1
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_processor_metrics_are_the_ones_the_handler_emits(synth):
+    """Widgets and alarm read the namespace and service the processor's Powertools is configured with,
+    and every metric name the handler emits is graphed."""
+    env = synth.resources[ids(synth)["function"]]["Properties"]["Environment"]["Variables"]
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
+    assert {"service": env["POWERTOOLS_SERVICE_NAME"]} == SERVICE
+    handler = (LAMBDA_CODE_DIR / "processor" / "app.py").read_text()
+    emitted = set(re.findall(r'add_metric\(name="(\w+)"', handler))
+    graphed_names = {
+        name
+        for w in widgets(synth).values()
+        if "metrics" in w
+        for ns, name, _, _ in graphed(w)
+        if ns == NAMESPACE
+    }
+    assert emitted == graphed_names == {"ImagesLabeled", "ErrorRecords", "TransientFailures", "LabelsFound"}
+
+
+def test_no_alarms_when_alarms_are_disabled(alarms_off):
+    assert alarms_off.of_type("AWS::CloudWatch::Alarm") == {}
+    assert not [w for w in widgets(alarms_off).values() if "alarms" in w]
+    # The dashboard stays.
+    assert "Estimated model cost, USD (an estimate at $4/IU-hour)" in widgets(alarms_off)
+    assert alarms_off.validation_error is None
+    assert alarms_off.violations() == []
+
+
+@pytest.mark.parametrize("minutes", [4, 1441])
+def test_model_alarm_window_must_fit_cloudwatch_limits(minutes):
+    stack = cdk.Stack(cdk.App(), "Bare", env=cdk.Environment(account=ACCOUNT, region=REGION))
+    arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:q"
+    with pytest.raises(ValueError, match="model_in_service_alarm_minutes"):
+        Monitoring(
+            stack,
+            "Monitoring",
+            queue=sqs.Queue.from_queue_arn(stack, "Queue", arn),
+            dead_letter_queue=sqs.Queue.from_queue_arn(stack, "Dlq", arn + "-dlq"),
+            function=lambda_.Function.from_function_name(stack, "Function", "f"),
+            state_machine=sfn.StateMachine.from_state_machine_name(stack, "Machine", "m"),
+            topic=sns.Topic.from_topic_arn(stack, "Topic", f"arn:aws:sns:{REGION}:{ACCOUNT}:t"),
+            project_name="p",
+            version_name="v",
+            processor_metrics_namespace=NAMESPACE,
+            processor_service=SERVICE["service"],
+            model_in_service_alarm_minutes=minutes,
+            error_records_alarm_threshold=50,
+            alarms_enabled=True,
+        )
