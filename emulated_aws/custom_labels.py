@@ -10,6 +10,7 @@ import collections
 import hashlib
 import io
 import json
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,7 +167,8 @@ class EmulatedModel:
         self._timeline: list[tuple[float, str]] = [(0.0, "STOPPED")]
         self._inference_units = 0
         self._max_inference_units: int | None = None
-        self._recent: collections.deque[float] = collections.deque()
+        self._tokens = 0.0
+        self._refilled_at = -math.inf  # a model starts with a full bucket
         self.calls = collections.Counter()
         self.first_labeled_at: float | None = None  # emulated times, for drain throughput
         self.last_labeled_at: float | None = None
@@ -282,15 +284,18 @@ class EmulatedModel:
                 raise ModelError(
                     "ProvisionedThroughputExceededException", "Throughput exceeded (throttling storm)."
                 )
-            while self._recent and self._recent[0] <= now - 1.0:
-                self._recent.popleft()
-            if len(self._recent) >= self.capacity_tps:
+            # A token bucket, as AWS meters throughput: refills at capacity per second and holds at
+            # most one second's worth, so short bursts pass and sustained excess is throttled.
+            refill = (now - self._refilled_at) * self.capacity_tps
+            self._tokens = min(self.capacity_tps, self._tokens + refill)
+            self._refilled_at = now
+            if self._tokens < 1:
                 self.calls["Throttled"] += 1
                 raise ModelError(
                     "ProvisionedThroughputExceededException",
                     f"More than {self.capacity_tps:g} requests per second for the running inference units.",
                 )
-            self._recent.append(now)
+            self._tokens -= 1
         labels = self._labels_for(image_bytes, min_confidence=min_confidence, max_results=max_results)
         # The call takes the model's latency; throughput is bounded by capacity above.
         self.clock.sleep(self.behaviour.latency_seconds)

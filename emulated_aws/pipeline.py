@@ -238,7 +238,10 @@ class EmulatedPipeline:
         _detach_moto_dispatch(region, queue_arn)
 
         substitutions = config.definition_substitutions(
-            queue_url=self.queue_url, mapping_uuid=self.mapping_uuid, topic_arn=self.topic_arn
+            queue_url=self.queue_url,
+            dead_letter_queue_url=self.dlq_url,
+            mapping_uuid=self.mapping_uuid,
+            topic_arn=self.topic_arn,
         )
         definition = render_definition(self.options.definition.read_text(), substitutions)
         self.state_machine_arn = self.sfn.create_state_machine(
@@ -267,7 +270,8 @@ class EmulatedPipeline:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
-        module.pause = self.clock.sleep  # the handler's throttle pauses take emulated time
+        module.pause = self.clock.sleep  # the handler's pauses and pacing run on emulated time
+        module.monotonic = self.clock.now
         if self.options.processor_log is not None:
             # Every copy shares one logging handler (same service name); point it at this run's log
             # and put it back on close, so the next emulation does not write to a closed file.

@@ -63,6 +63,9 @@ class PipelineConfig:
     batch_size: int = 10
     max_concurrency: int = 3
     # Model
+    # Throughput per inference unit; the processor paces its calls to this share of the model's
+    # capacity (AWS's historic figure is "up to 5 TPS per IU"; it depends on the model).
+    model_tps_per_inference_unit: float = 5.0
     min_inference_units: int = 1
     max_inference_units: int | None = None
     # Orchestration
@@ -125,7 +128,7 @@ class PipelineConfig:
         }
 
     def definition_substitutions(
-        self, *, queue_url: str, mapping_uuid: str, topic_arn: str
+        self, *, queue_url: str, dead_letter_queue_url: str, mapping_uuid: str, topic_arn: str
     ) -> dict[str, str]:
         """Values for every `${Placeholder}` in the ASL; the CDK stack and the emulator both use this."""
         subs = {
@@ -133,6 +136,7 @@ class PipelineConfig:
             "ProjectVersionArn": self.project_version_arn,
             "ModelVersionName": self.version_name,
             "QueueUrl": queue_url,
+            "DeadLetterQueueUrl": dead_letter_queue_url,
             "EventSourceMappingUuid": mapping_uuid,
             "NotificationTopicArn": topic_arn,
         }
@@ -151,6 +155,9 @@ class PipelineConfig:
             "POWERTOOLS_SERVICE_NAME": "customlabels-processor",
             "POWERTOOLS_METRICS_NAMESPACE": "CustomLabelsBatch",
         }
+        if self.model_tps_per_inference_unit > 0:
+            calls = self.min_inference_units * self.model_tps_per_inference_unit / self.max_concurrency
+            env["MAX_CALLS_PER_SECOND"] = f"{calls:.6g}"
         if self.min_confidence is not None:
             env["MIN_CONFIDENCE"] = str(self.min_confidence)
         if self.max_results is not None:
@@ -294,7 +301,7 @@ def _coerce(name: str, default: Any, raw: Any) -> Any:
             if not value.is_integer():
                 raise ValueError(raw)
             return int(value)
-        if name in ("min_confidence",):
+        if name in ("min_confidence", "model_tps_per_inference_unit"):
             return float(raw)
         if name in ("max_results", "max_inference_units"):
             return int(raw)

@@ -31,6 +31,7 @@ class Orchestration(Construct):
         project_arn: str,
         project_version_arn: str,
         queue_arn: str,
+        dead_letter_queue_arn: str,
         mapping_arn: str,
         grant_publish: Callable[[iam.IGrantable], None],
         schedule: str,
@@ -64,7 +65,8 @@ class Orchestration(Construct):
             iam.PolicyStatement(
                 sid="CountQueuedImages",
                 actions=["sqs:GetQueueAttributes"],
-                resources=[queue_arn],
+                # The dead-letter queue only for the count in the run summary.
+                resources=[queue_arn, dead_letter_queue_arn],
             )
         )
         role.add_to_principal_policy(

@@ -83,6 +83,12 @@ def test_images_in_one_result_per_image_model_stopped_mapping_disabled():
     assert execution["statePath"][-3:] == ["SummarizeRun", "PublishRunSummary", "RunComplete"]
     assert "StartModel" in execution["statePath"]
     assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run SUCCEEDED"]
+    summary = report["notifications"][0]["message"]
+    assert summary["outcome"] == "SUCCEEDED"
+    assert summary["modelHeldSeconds"] == report["model"]["runningSeconds"]
+    assert summary["inferenceUnits"] == 1
+    assert summary["deadLetterQueue"] == {"visible": 0}
+    assert summary["queue"] == {"visible": 0, "inFlight": 0, "delayed": 0, "total": 0}
     # The one annotated image gets its label and box; the rest get none (never invented).
     result = json.loads(report["_objects"]["results/batch/img-000.jpg.json"])
     assert result["customLabels"] == [

@@ -541,6 +541,7 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
     role_id = synth.logical_id("AWS::IAM::Role", "StateMachineRole")
     machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
     queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    dlq_id = synth.logical_id("AWS::SQS::Queue", "DeadLetterQueue")
     mapping_id, _ = synth.one("AWS::Lambda::EventSourceMapping")
     topic_id, _ = synth.one("AWS::SNS::Topic")
     key_id, _ = synth.one("AWS::KMS::Key")
@@ -550,7 +551,8 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
     granted = _granted(_role_statements(synth, role_id))
     scoped = {action: resources for action, resources in granted.items() if action not in STAR_ONLY_ACTIONS}
     assert scoped == {
-        "sqs:GetQueueAttributes": [{"Fn::GetAtt": [queue_id, "Arn"]}],
+        # The queue to count work; the DLQ only for the count in the run summary.
+        "sqs:GetQueueAttributes": [{"Fn::GetAtt": [dlq_id, "Arn"]}, {"Fn::GetAtt": [queue_id, "Arn"]}],
         # IAM authorizes DescribeProjectVersions on the project, Start/Stop on the version.
         "rekognition:DescribeProjectVersions": [PROJECT_ARN],
         "rekognition:StartProjectVersion": [VERSION_ARN],
@@ -584,7 +586,9 @@ def test_asl_placeholders_equal_definition_substitutions(synth):
     substitutions = machine["Properties"]["DefinitionSubstitutions"]
     assert placeholders == set(substitutions)
     assert set(substitutions) == set(
-        synth.config.definition_substitutions(queue_url="q", mapping_uuid="m", topic_arn="t")
+        synth.config.definition_substitutions(
+            queue_url="q", dead_letter_queue_url="d", mapping_uuid="m", topic_arn="t"
+        )
     )
     # LoadSettings reads every setting with States.StringToJson: each must be a JSON number.
     for name in synth.config.state_machine_settings():

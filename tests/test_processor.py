@@ -179,8 +179,10 @@ def result_doc(key: str, labels: list[dict[str, Any]], *, size: int = 2048, etag
 
 def set_processor_env(monkeypatch: pytest.MonkeyPatch, **config: Any) -> None:
     """The environment the CDK stack gives the function (same source: PipelineConfig)."""
+    # Pacing off unless a test asks for it: its pauses are asserted on their own.
+    config.setdefault("model_tps_per_inference_unit", 0)
     pipeline = PipelineConfig(project_arn=PROJECT_ARN, project_version_arn=MODEL_ARN, **config)
-    for name in ("MIN_CONFIDENCE", "MAX_RESULTS"):
+    for name in ("MIN_CONFIDENCE", "MAX_RESULTS", "MAX_CALLS_PER_SECOND"):
         monkeypatch.delenv(name, raising=False)
     for name, value in pipeline.processor_environment(bucket=BUCKET).items():
         monkeypatch.setenv(name, value)
@@ -233,6 +235,7 @@ def aws(processor_env: None) -> Any:
 def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     recorded: list[float] = []
     monkeypatch.setattr(app, "pause", recorded.append)
+    monkeypatch.setattr(app, "pacer", app.Pacer())
     return recorded
 
 
@@ -614,3 +617,19 @@ def test_a_throttled_call_is_retried_after_a_short_pause_and_labels_the_image(aw
 
 def test_retry_delay_doubles_per_delivery_up_to_five_minutes():
     assert [app.retry_delay(10, n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
+
+
+def test_calls_are_paced_at_this_environments_share_of_model_capacity(aws, rekognition, pauses, monkeypatch):
+    # 1 IU x 4 TPS shared by 2 environments: at most 2 calls a second from this one.
+    set_processor_env(monkeypatch, model_tps_per_inference_unit=4, max_concurrency=2)
+    now = iter([100.0, 100.1, 100.9])
+    monkeypatch.setattr(app, "monotonic", lambda: next(now))
+    for key in ("incoming/a.jpg", "incoming/b.jpg", "incoming/c.jpg"):
+        rekognition.returns(key, [])
+    event = deliver(
+        aws, *(notification(s3_record(k)) for k in ("incoming/a.jpg", "incoming/b.jpg", "incoming/c.jpg"))
+    )
+
+    assert invoke(event) == NO_FAILURES
+    # First call at once; the second 0.1 s later waits until 100.5; the third (100.9) waits until 101.0.
+    assert pauses == pytest.approx([0.4, 0.1])

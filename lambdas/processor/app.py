@@ -89,6 +89,7 @@ class Settings:
     retry_delay_seconds: int
     min_confidence: float | None
     max_results: int | None
+    max_calls_per_second: float | None
 
 
 REQUIRED_ENV = (
@@ -99,7 +100,7 @@ REQUIRED_ENV = (
     "ERRORS_PREFIX",
     "RETRY_DELAY_SECONDS",
 )
-ENV_NAMES = (*REQUIRED_ENV, "MIN_CONFIDENCE", "MAX_RESULTS")
+ENV_NAMES = (*REQUIRED_ENV, "MIN_CONFIDENCE", "MAX_RESULTS", "MAX_CALLS_PER_SECOND")
 
 
 def current_settings() -> Settings:
@@ -123,6 +124,7 @@ def _settings_for(values: tuple[str | None, ...]) -> Settings:
         retry_delay_seconds=int(env["RETRY_DELAY_SECONDS"]),
         min_confidence=float(env["MIN_CONFIDENCE"]) if env["MIN_CONFIDENCE"] else None,
         max_results=int(env["MAX_RESULTS"]) if env["MAX_RESULTS"] else None,
+        max_calls_per_second=float(env["MAX_CALLS_PER_SECOND"]) if env["MAX_CALLS_PER_SECOND"] else None,
     )
 
 
@@ -281,6 +283,7 @@ def _detect_custom_labels(image: ImageRef, settings: Settings) -> list[dict[str,
     if settings.max_results is not None:
         params["MaxResults"] = settings.max_results
     for attempt in range(1, THROTTLE_ATTEMPTS + 1):
+        pacer.wait_for_turn(settings.max_calls_per_second)
         try:
             return rekognition_client().detect_custom_labels(**params)["CustomLabels"]
         except ClientError as error:
@@ -301,8 +304,31 @@ def _detect_custom_labels(image: ImageRef, settings: Settings) -> list[dict[str,
 
 
 def pause(seconds: float) -> None:
-    """Sleep between throttled attempts (the local emulator points this at its clock)."""
+    """Sleep between calls (the local emulator points this and `monotonic` at its clock)."""
     time.sleep(seconds)
+
+
+monotonic = time.monotonic
+
+
+class Pacer:
+    """Spaces this execution environment's calls at its share of the model's capacity, so that
+    maxConcurrency environments together keep the model busy without a storm of throttles."""
+
+    def __init__(self) -> None:
+        self.next_call_at = 0.0
+
+    def wait_for_turn(self, calls_per_second: float | None) -> None:
+        if not calls_per_second:
+            return
+        now = monotonic()
+        if now < self.next_call_at:
+            pause(self.next_call_at - now)
+            now = self.next_call_at
+        self.next_call_at = now + 1 / calls_per_second
+
+
+pacer = Pacer()
 
 
 def _error_code(error: ClientError) -> str:
