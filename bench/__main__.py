@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +70,8 @@ def _image() -> bytes:
 
 def run_one(scenario: Scenario, policy: str, time_scale: float = math.inf) -> dict:
     """One scenario under one policy ("pipeline" or "reference"), in this process."""
+    # Powertools warns on every invocation without metrics (the S3 test event's); noise here.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     config = emulated_config(CONTEXT)
     options = EmulationOptions(
         time_scale=time_scale,
@@ -119,8 +122,8 @@ def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
         minimum = max(minimum, (scenario.trickle_seconds + 1 / capacity) / 60)
     accepted = model.calls["DetectCustomLabels"] - model.calls["Throttled"] - model.calls.get("NotReady", 0)
     throughput = None
-    if model.first_labeled_at is not None and accepted >= 100 and not scenario.trickle_images:
-        busy = model.last_labeled_at - model.first_labeled_at
+    if model.first_call_at is not None and accepted >= 100 and not scenario.trickle_images:
+        busy = model.last_call_done_at - model.first_call_at
         throughput = accepted / (busy * capacity) if busy > 0 else None
     transitions = report["stateTransitions"]
     return {

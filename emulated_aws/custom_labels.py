@@ -170,8 +170,9 @@ class EmulatedModel:
         self._tokens = 0.0
         self._refilled_at = -math.inf  # a model starts with a full bucket
         self.calls = collections.Counter()
-        self.first_labeled_at: float | None = None  # emulated times, for drain throughput
-        self.last_labeled_at: float | None = None
+        # Emulated times of the first call the model accepted and of the end of the last one.
+        self.first_call_at: float | None = None
+        self.last_call_done_at: float | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
     def status(self) -> str:
@@ -296,14 +297,17 @@ class EmulatedModel:
                     f"More than {self.capacity_tps:g} requests per second for the running inference units.",
                 )
             self._tokens -= 1
-        labels = self._labels_for(image_bytes, min_confidence=min_confidence, max_results=max_results)
-        # The call takes the model's latency; throughput is bounded by capacity above.
-        self.clock.sleep(self.behaviour.latency_seconds)
+            if self.first_call_at is None:
+                self.first_call_at = now
+        try:
+            labels = self._labels_for(image_bytes, min_confidence=min_confidence, max_results=max_results)
+            # The call takes the model's latency; throughput is bounded by capacity above.
+            self.clock.sleep(self.behaviour.latency_seconds)
+        finally:
+            with self._lock:
+                self.last_call_done_at = self.clock.now()
         with self._lock:
             self.calls["Labeled"] += 1
-            if self.first_labeled_at is None:
-                self.first_labeled_at = now
-            self.last_labeled_at = self.clock.now()
         return labels
 
     def _labels_for(self, image_bytes: bytes | None, *, min_confidence, max_results) -> list:

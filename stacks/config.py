@@ -60,7 +60,7 @@ class PipelineConfig:
     processor_timeout_seconds: int = 60
     processor_memory_mb: int = 256
     retry_delay_seconds: int = 10
-    batch_size: int = 10
+    batch_size: int = 5
     max_concurrency: int = 3
     # Model
     # Throughput per inference unit; the processor paces its calls to this share of the model's
