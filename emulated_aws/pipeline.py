@@ -233,7 +233,7 @@ class EmulatedPipeline:
             BatchSize=config.batch_size,
             Enabled=False,
             FunctionResponseTypes=["ReportBatchItemFailures"],
-            ScalingConfig={"MaximumConcurrency": config.max_concurrency},
+            ScalingConfig={"MaximumConcurrency": config.concurrency},
         )["UUID"]
         _detach_moto_dispatch(region, queue_arn)
 
@@ -255,7 +255,7 @@ class EmulatedPipeline:
             region=region,
             mapping_uuid=self.mapping_uuid,
             queue_url=self.queue_url,
-            max_concurrency=config.max_concurrency,
+            max_concurrency=config.concurrency,
             handler_factory=self._load_processor,
             timeout_seconds=config.processor_timeout_seconds,
             before_invoke=crash_on,

@@ -17,6 +17,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO_ROOT / "cdk.json"
 STATE_MACHINE_ASL = REPO_ROOT / "statemachine" / "batch_run.asl.json"
 
+# With 0.4 s calls, three paced processors keep one inference unit at its 5 TPS (make bench).
+CONCURRENCY_PER_INFERENCE_UNIT = 3
+
 # Execution statuses after which a Catch cannot have run (FAILED included: a States.Runtime error in
 # a Pass or Choice state skips every Catch); the status-change rule starts a clean-up run for them.
 CLEANUP_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
@@ -61,7 +64,7 @@ class PipelineConfig:
     processor_memory_mb: int = 256
     retry_delay_seconds: int = 10
     batch_size: int = 5
-    max_concurrency: int = 3
+    max_concurrency: int | None = None  # unset: CONCURRENCY_PER_INFERENCE_UNIT x minInferenceUnits
     # Model
     # Throughput per inference unit; the processor paces its calls to this share of the model's
     # capacity (AWS's historic figure is "up to 5 TPS per IU"; it depends on the model).
@@ -104,6 +107,11 @@ class PipelineConfig:
     @property
     def version_name(self) -> str:
         return _VERSION_ARN.match(self.project_version_arn)["version"]
+
+    @property
+    def concurrency(self) -> int:
+        """Processor environments at once: enough paced callers to keep every inference unit busy."""
+        return self.max_concurrency or min(1000, CONCURRENCY_PER_INFERENCE_UNIT * self.min_inference_units)
 
     @property
     def visibility_timeout_seconds(self) -> int:
@@ -156,7 +164,7 @@ class PipelineConfig:
             "POWERTOOLS_METRICS_NAMESPACE": "CustomLabelsBatch",
         }
         if self.model_tps_per_inference_unit > 0:
-            calls = self.min_inference_units * self.model_tps_per_inference_unit / self.max_concurrency
+            calls = self.min_inference_units * self.model_tps_per_inference_unit / self.concurrency
             env["MAX_CALLS_PER_SECOND"] = f"{calls:.6g}"
         if self.min_confidence is not None:
             env["MIN_CONFIDENCE"] = str(self.min_confidence)
@@ -224,7 +232,7 @@ class PipelineConfig:
                     raise ConfigError(f"prefixes must not overlap: {a!r} contains {b!r}")
         checks = [
             (1 <= self.batch_size <= 10000, "batchSize must be 1-10000"),
-            (2 <= self.max_concurrency <= 1000, "maxConcurrency must be 2-1000 (Lambda's limits)"),
+            (2 <= self.concurrency <= 1000, "maxConcurrency must be 2-1000 (Lambda's limits)"),
             (self.min_inference_units >= 1, "minInferenceUnits must be at least 1"),
             (
                 self.max_inference_units is None or self.max_inference_units >= self.min_inference_units,
@@ -303,7 +311,7 @@ def _coerce(name: str, default: Any, raw: Any) -> Any:
             return int(value)
         if name in ("min_confidence", "model_tps_per_inference_unit"):
             return float(raw)
-        if name in ("max_results", "max_inference_units"):
+        if name in ("max_results", "max_inference_units", "max_concurrency"):
             return int(raw)
         return str(raw)
     except (TypeError, ValueError):

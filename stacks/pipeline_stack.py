@@ -42,7 +42,7 @@ class PipelineStack(Stack):
             timeout_seconds=config.processor_timeout_seconds,
             memory_mb=config.processor_memory_mb,
             batch_size=config.batch_size,
-            max_concurrency=config.max_concurrency,
+            max_concurrency=config.concurrency,
             powertools_version=config.powertools_version,
         )
         notifications = Notifications(self, "Notifications", email=config.notification_email)

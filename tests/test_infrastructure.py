@@ -189,7 +189,7 @@ def test_mapping_is_created_disabled_with_batch_size_concurrency_and_partial_fai
     props = mapping["Properties"]
     assert props["Enabled"] is False
     assert props["BatchSize"] == synth.config.batch_size
-    assert props["ScalingConfig"] == {"MaximumConcurrency": synth.config.max_concurrency}
+    assert props["ScalingConfig"] == {"MaximumConcurrency": 3}  # 3 per inference unit, 1 unit
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
     assert props["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
