@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import unquote_plus
 
 import boto3
 from moto import mock_aws
@@ -107,6 +108,10 @@ class EmulatedPipeline:
         self._exit = contextlib.ExitStack()
         self.uploaded: list[str] = []
         self.events: list[tuple[float, str]] = []
+        # What the driver has seen during run(): ended executions, the mapping's first Enabled.
+        self._handled: set[str] = set()
+        self._enabled_at: float | None = None
+        self._aborted = False
         self._scheduled_uploads: list[tuple[Callable[[EmulatedPipeline], bool], list[Upload]]] = []
 
     # ---- set-up --------------------------------------------------------------------------
@@ -218,6 +223,7 @@ class EmulatedPipeline:
                 }
             ),
         )["Role"]["Arn"]
+        processor_environment = config.processor_environment(bucket=self.bucket)
         function_arn = self.lam.create_function(
             FunctionName="image-processor",
             Runtime="python3.13",
@@ -225,7 +231,7 @@ class EmulatedPipeline:
             Handler="processor.app.lambda_handler",
             Code={"ZipFile": _empty_zip()},
             Timeout=config.processor_timeout_seconds,
-            Environment={"Variables": config.processor_environment(bucket=self.bucket)},
+            Environment={"Variables": processor_environment},
         )["FunctionArn"]
         self.mapping_uuid = self.lam.create_event_source_mapping(
             EventSourceArn=queue_arn,
@@ -248,7 +254,7 @@ class EmulatedPipeline:
             name="batch-run", definition=definition, roleArn=role
         )["stateMachineArn"]
 
-        os.environ.update(config.processor_environment(bucket=self.bucket))
+        os.environ.update(processor_environment)
         crash_on = self._crash_key if "processor-crash" in self.options.faults else None
         self.mapping = EventSourceMappingEmulator(
             clock=self.clock,
@@ -304,8 +310,6 @@ class EmulatedPipeline:
         for record in event["Records"]:
             body = json.loads(record["body"])
             for s3_record in body.get("Records", []):
-                from urllib.parse import unquote_plus
-
                 if unquote_plus(s3_record["s3"]["object"]["key"]) == poison:
                     raise InvocationCrash(f"Runtime exited while processing {poison} (injected fault)")
 
@@ -350,9 +354,6 @@ class EmulatedPipeline:
         wall_start = time.monotonic()
         started = self.clock.now()
         period = _schedule_period(self.config.schedule) if self.config.schedule_enabled else None
-        self._handled: set[str] = set()
-        self._enabled_at: float | None = None
-        self._aborted = False
         with self.clock.actor():
             self.start_execution({"trigger": "schedule"})
             next_tick = started + period if period else math.inf
@@ -432,7 +433,7 @@ class EmulatedPipeline:
     @property
     def enabled_at(self) -> float | None:
         """Emulated time the driver first saw the mapping Enabled (to the driver's tick)."""
-        return getattr(self, "_enabled_at", None)
+        return self._enabled_at
 
     def mapping_state(self) -> str:
         return self.lam.get_event_source_mapping(UUID=self.mapping_uuid)["State"]
@@ -466,8 +467,6 @@ class EmulatedPipeline:
 
     def queued_keys(self, url: str) -> list[str]:
         """Image keys in a queue, read from moto's store so that looking does not count as a receive."""
-        from urllib.parse import unquote_plus
-
         from moto.sqs.models import sqs_backends
 
         name = url.rsplit("/", 1)[-1]

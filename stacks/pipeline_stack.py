@@ -29,12 +29,13 @@ class PipelineStack(Stack):
             visibility_timeout_seconds=config.visibility_timeout_seconds,
             max_receive_count=config.max_receive_count,
         )
+        processor_environment = config.processor_environment(bucket=ingest.bucket.bucket_name)
         processor = Processor(
             self,
             "Processor",
             bucket=ingest.bucket,
             queue=ingest.queue,
-            environment=config.processor_environment(bucket=ingest.bucket.bucket_name),
+            environment=processor_environment,
             input_prefix=config.input_prefix,
             results_prefix=config.results_prefix,
             errors_prefix=config.errors_prefix,
@@ -64,7 +65,6 @@ class PipelineStack(Stack):
             schedule=config.schedule,
             schedule_enabled=config.schedule_enabled,
         )
-        processor_environment = config.processor_environment(bucket=ingest.bucket.bucket_name)
         monitoring = Monitoring(
             self,
             "Monitoring",
