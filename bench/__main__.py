@@ -23,13 +23,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from emulated_aws.custom_labels import ModelBehaviour
-from emulated_aws.pipeline import (
-    PRICE_PER_INFERENCE_UNIT_HOUR,
-    EmulatedPipeline,
-    EmulationOptions,
-    Upload,
-    emulated_config,
-)
+from emulated_aws.pipeline import EmulatedPipeline, EmulationOptions, Upload, emulated_config
 from stacks.config import STATE_MACHINE_ASL
 
 REFERENCE_ASL = Path(__file__).resolve().parent / "reference-policy.asl.json"
@@ -37,6 +31,7 @@ PRICE_PER_TRANSITION = 0.025 / 1000
 TPS_PER_IU = 5.0
 # One run per scenario, no re-firing schedule: the comparison is per batch.
 CONTEXT = {"scheduleEnabled": "false"}
+PRICE_PER_INFERENCE_UNIT_HOUR = emulated_config(CONTEXT).usd_per_inference_unit_hour
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ def _run(args: argparse.Namespace) -> int:
                     progress.stop()
                 _download(pipeline, config.results_prefix, out)
                 _download(pipeline, config.errors_prefix, out)
+                _download(pipeline, config.runs_prefix, out)
         if expected:
             report["expectedOutcomes"] = expected
         (out / "run-report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -249,7 +250,20 @@ def _summarise(report: dict, out: Path, gallery: Path, say: _Printer) -> None:
         f"≈ ${model['estimatedCostUsd']:.2f}; mapping {report['mapping']['finalState']}",
         f"Notifications: {', '.join(n['subject'] for n in report['notifications']) or 'none'}",
         f"Time: {durations['emulatedSeconds'] / 60:.1f} emulated minutes in {durations['wallSeconds']:.1f} s",
-        f"Outputs: {out}/results, {out}/errors, {out}/run-report.json, {gallery}",
+        f"Outputs: {out}/results, {out}/errors, {out}/runs, {out}/run-report.json, {gallery}",
     ]
+    for item in report["runRecords"]:
+        record = item["record"]
+        lines.append(
+            f"Run record {out / item['key']}: {record['outcome']}, model RUNNING "
+            f"{record['modelRunningMinutes']:g} min x {record['inferenceUnits']} IU ≈ "
+            f"${record['estimatedCostUsd']:.2f}, {_count(record['imagesLabeled'])} labeled, "
+            f"{_count(record['errorRecords'])} error records, "
+            f"{_count(record['deadLetterQueueMessages'])} in the DLQ"
+        )
     for line in lines:
         say(line, force=True)
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)

@@ -426,7 +426,7 @@ def print_status(status: dict[str, Any]) -> None:
     run_records = status["runRecords"]
     print(f"Recent run records (newest first, {run_records['location']})")
     _print_table(
-        ["KEY", "STARTED", "OUTCOME", "MODEL MINUTES", "EST. COST"],
+        ["KEY", "STARTED", "OUTCOME", "MODEL MINUTES", "EST. COST", "LABELED", "ERRORS", "DLQ"],
         [_run_record_row(item) for item in run_records["records"]],
         empty="  (none)",
     )
@@ -452,14 +452,16 @@ def _model_summary(model: dict[str, Any]) -> str:
 def _run_record_row(item: dict[str, Any]) -> list[Any]:
     record = item["record"]
     if record is None:
-        return [item["key"], "(not a JSON run record)", "", "", ""]
+        return [item["key"], "(not a JSON run record)", "", "", "", "", "", ""]
     cost = record.get("estimatedCostUsd")
+    counts = [record.get(name) for name in ("imagesLabeled", "errorRecords", "deadLetterQueueMessages")]
     return [
         item["key"],
         record.get("startedAt", "-"),
         record.get("outcome", "-"),
         record.get("modelRunningMinutes", "-"),
         f"${cost:.2f}" if isinstance(cost, int | float) else (cost or "-"),
+        *("-" if count is None else count for count in counts),
     ]
 
 

@@ -6,7 +6,8 @@
 - SQS: visibility timeouts, delays and receive timestamps follow the emulated clock; a new
   message wakes the emulated pollers; calls are serialised (moto's queues are not thread-safe).
 - Rekognition: Custom Labels lifecycle and DetectCustomLabels answered by the emulated model.
-- Lambda: enabling or disabling a mapping wakes the emulated pollers.
+- Lambda: enabling or disabling a mapping wakes the emulated pollers; functions the emulation
+  registers (the run recorder) are invoked in-process instead of in Docker.
 - botocore: retry back-off sleeps (the processor's throttling retries) follow the emulated clock.
 
 Patches are installed once per process and do nothing unless an emulation is active, so moto keeps
@@ -18,7 +19,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import threading
+import traceback
 import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import moto
@@ -36,6 +39,8 @@ class Active:
     clock: VirtualClock | None = None
     models: ClassVar[dict[str, EmulatedModel]] = {}
     execution_times: ClassVar[dict[str, dict[str, float]]] = {}
+    # Function name -> handler(event) run in-process when the function is invoked.
+    functions: ClassVar[dict[str, Callable[[Any], Any]]] = {}
     lock = threading.Lock()
 
 
@@ -58,6 +63,7 @@ def install() -> None:
     _patch_sqs_time()
     _patch_rekognition()
     _patch_lambda_mapping_updates()
+    _patch_lambda_invoke()
     _patch_botocore_retry_sleep()
     _installed = True
 
@@ -434,6 +440,35 @@ def _patch_lambda_mapping_updates() -> None:
         return result
 
     LambdaBackend.update_event_source_mapping = update_event_source_mapping
+
+
+def _patch_lambda_invoke() -> None:
+    """Synchronous Invoke of a registered function runs its handler here, answering as Lambda does:
+    the JSON result, or X-Amz-Function-Error: Unhandled with errorType/errorMessage. (Without Docker,
+    moto's simple backend would echo the event back.)"""
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    original = LambdaSimpleBackend.invoke
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):  # noqa: PLR0917 - moto's
+        handler = Active.functions.get(self.get_function(function_name, qualifier).function_name)
+        if handler is None:
+            return original(self, function_name, qualifier, body, headers, response_headers)
+        event = json.loads(body) if body else {}
+        try:
+            result = handler(event)
+        except Exception as error:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorType": type(error).__name__,
+                    "errorMessage": str(error),
+                    "stackTrace": traceback.format_exception(error),
+                }
+            ).encode()
+        return json.dumps(result).encode()
+
+    LambdaSimpleBackend.invoke = invoke
 
 
 # ---- botocore -----------------------------------------------------------------------------------

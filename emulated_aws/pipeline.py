@@ -27,9 +27,9 @@ from stacks.config import CLEANUP_INPUT_PREFIX, CLEANUP_STATUSES, STATE_MACHINE_
 from . import moto_patches
 from .clock import VirtualClock
 from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
-from .event_source_mapping import EventSourceMappingEmulator, InvocationCrash
+from .event_source_mapping import EventSourceMappingEmulator, InvocationCrash, LambdaContext
+from .metrics import ingest_flushed_metrics
 
-PRICE_PER_INFERENCE_UNIT_HOUR = 4.00  # USD, us-east-1 (see the README's cost notes)
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 EMULATED_PROJECT_ARN = f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/emulated-project/1700000000000"
@@ -38,7 +38,10 @@ EMULATED_VERSION_ARN = (
     "emulated-project.v1/1700000000001"
 )
 DRIVER_TICK_SECONDS = 10.0  # how often the emulated EventBridge rules and the fault injector look
-PROCESSOR_MODULE = Path(__file__).resolve().parent.parent / "lambdas" / "processor" / "app.py"
+LAMBDAS = Path(__file__).resolve().parent.parent / "lambdas"
+PROCESSOR_MODULE = LAMBDAS / "processor" / "app.py"
+RUN_RECORDER_MODULE = LAMBDAS / "run_recorder" / "app.py"
+RUN_RECORDER_NAME = "run-recorder"
 
 FAULTS = {
     "model-start-failure": "The model goes STARTING -> FAILED instead of RUNNING.",
@@ -243,11 +246,26 @@ class EmulatedPipeline:
         )["UUID"]
         _detach_moto_dispatch(region, queue_arn)
 
+        recorder_environment = config.run_recorder_environment(
+            bucket=self.bucket, queue_url=self.queue_url, dead_letter_queue_url=self.dlq_url
+        )
+        recorder_arn = self.lam.create_function(
+            FunctionName=RUN_RECORDER_NAME,
+            Runtime="python3.13",
+            Role=role,
+            Handler="run_recorder.app.lambda_handler",
+            Code={"ZipFile": _empty_zip()},
+            Timeout=60,
+            Environment={"Variables": recorder_environment},
+        )["FunctionArn"]
+        os.environ.update(recorder_environment)
+        moto_patches.Active.functions[RUN_RECORDER_NAME] = self._load_run_recorder(recorder_arn)
+
         substitutions = config.definition_substitutions(
             queue_url=self.queue_url,
-            dead_letter_queue_url=self.dlq_url,
             mapping_uuid=self.mapping_uuid,
             topic_arn=self.topic_arn,
+            run_recorder_arn=recorder_arn,
         )
         definition = render_definition(self.options.definition.read_text(), substitutions)
         self.state_machine_arn = self.sfn.create_state_machine(
@@ -270,12 +288,8 @@ class EmulatedPipeline:
 
     def _load_processor(self, index: int):
         """A fresh copy of the real handler module, as a new Lambda execution environment loads it."""
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location(f"emulated_processor_{index}", PROCESSOR_MODULE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-        spec.loader.exec_module(module)
+        module = _load_module(PROCESSOR_MODULE, f"emulated_processor_{index}")
+        ingest_flushed_metrics(module.metrics, now=self.clock.datetime, region=self.config.region)
         module.pause = self.clock.sleep  # the handler's pauses and pacing run on emulated time
         module.monotonic = self.clock.now
         if self.options.processor_log is not None:
@@ -285,6 +299,17 @@ class EmulatedPipeline:
             self._exit.callback(setattr, handler, "stream", handler.stream)
             handler.stream = self.options.processor_log
         return module.lambda_handler
+
+    def _load_run_recorder(self, function_arn: str) -> Callable[[dict], dict]:
+        module = _load_module(RUN_RECORDER_MODULE, "emulated_run_recorder")
+        context = LambdaContext(
+            function_name=RUN_RECORDER_NAME,
+            invoked_function_arn=function_arn,
+            memory_limit_in_mb=256,
+            aws_request_id="emulated",
+            timeout_seconds=60,
+        )
+        return lambda event: module.lambda_handler(event, context)
 
     def _processor_environment_base(self) -> dict[str, str]:
         return {
@@ -500,6 +525,13 @@ class EmulatedPipeline:
                 out.append({"subject": envelope.get("Subject"), "message": body})
                 self.sqs.delete_message(QueueUrl=self.inbox_url, ReceiptHandle=message["ReceiptHandle"])
 
+    def run_records(self) -> list[dict]:
+        """The run records the run recorder wrote, oldest first (keys sort by start time)."""
+        return [
+            {"key": key, "record": json.loads(body)}
+            for key, body in sorted(self.objects(self.config.runs_prefix).items())
+        ]
+
     def execution_summaries(self) -> list[dict]:
         summaries = []
         for execution in sorted(self._executions(), key=lambda e: e["startDate"]):
@@ -514,6 +546,7 @@ class EmulatedPipeline:
             times = moto_patches.Active.execution_times.get(arn, {})
             summary = {
                 "name": execution["name"],
+                "executionArn": arn,
                 "input": json.loads(described.get("input") or "{}"),
                 "status": execution["status"],
                 "startedAtSeconds": round(times.get("started", 0.0), 3),
@@ -559,12 +592,13 @@ class EmulatedPipeline:
             "executions": executions,
             "stateTransitions": sum(e["stateTransitions"] for e in executions),
             "notifications": self.notifications(),
+            "runRecords": self.run_records(),
             "model": {
                 "finalStatus": self.model.status(),
                 "inferenceUnits": units,
                 "runningSeconds": round(running_seconds, 3),
                 "billedInferenceUnitMinutes": round(billed_minutes, 3),
-                "estimatedCostUsd": round(billed_minutes / 60 * PRICE_PER_INFERENCE_UNIT_HOUR, 4),
+                "estimatedCostUsd": round(billed_minutes / 60 * config.usd_per_inference_unit_hour, 4),
                 "calls": dict(self.model.calls),
             },
             "mapping": {"finalState": self.mapping_state()},
@@ -585,7 +619,7 @@ class EmulatedPipeline:
                     "latencySeconds": self.model.behaviour.latency_seconds,
                 },
                 "definition": str(self.options.definition),
-                "pricePerInferenceUnitHour": PRICE_PER_INFERENCE_UNIT_HOUR,
+                "pricePerInferenceUnitHour": config.usd_per_inference_unit_hour,
             },
         }
 
@@ -614,13 +648,23 @@ def _detach_moto_dispatch(region: str, queue_arn: str) -> None:
             queue.lambda_event_source_mappings.clear()
 
 
+def _load_module(path: Path, name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
 def _empty_zip() -> bytes:
     import io
     import zipfile
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("processor/app.py", "# the emulator runs lambdas/processor in-process\n")
+        archive.writestr("README", "# the emulator runs the lambdas/ handlers in-process\n")
     return buffer.getvalue()
 
 
@@ -658,9 +702,11 @@ def _active(clock: VirtualClock):
     moto_patches.Active.clock = clock
     moto_patches.Active.models = {}
     moto_patches.Active.execution_times = {}
+    moto_patches.Active.functions = {}
     try:
         yield
     finally:
         moto_patches.Active.clock = None
         moto_patches.Active.models = {}
+        moto_patches.Active.functions = {}
         _active_lock.release()

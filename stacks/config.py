@@ -20,6 +20,11 @@ STATE_MACHINE_ASL = REPO_ROOT / "statemachine" / "batch_run.asl.json"
 # With 0.4 s calls, three paced processors keep one inference unit at its 5 TPS (make bench).
 CONCURRENCY_PER_INFERENCE_UNIT = 3
 
+# The processor's Powertools service name and metrics namespace (the dashboard and the run recorder
+# read its metrics by these).
+PROCESSOR_SERVICE_NAME = "customlabels-processor"
+PROCESSOR_METRICS_NAMESPACE = "CustomLabelsBatch"
+
 # Execution statuses after which a Catch cannot have run (FAILED included: a States.Runtime error in
 # a Pass or Choice state skips every Catch); the status-change rule starts a clean-up run for them.
 CLEANUP_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
@@ -88,6 +93,11 @@ class PipelineConfig:
     # Longer than a healthy run can hold the model (start timeout + drain limit + waits): see validate().
     model_in_service_alarm_minutes: int = 300
     error_records_alarm_threshold: int = 50
+    # Custom Labels list price (us-east-1); run records and the dashboard estimate cost with it.
+    usd_per_inference_unit_hour: float = 4.00
+    # After a run that labeled images, wait this long for the processor's metrics to reach CloudWatch
+    # before counting them for the run record (the model is already stopped by then).
+    metrics_settle_seconds: int = 120
     # Lambda runtime
     powertools_version: str = "3.37.0"
 
@@ -133,10 +143,11 @@ class PipelineConfig:
             "MaxInFlightPolls": math.ceil(self.in_flight_wait_seconds / self.mapping_poll_seconds),
             "MinInferenceUnits": self.min_inference_units,
             "MaxInferenceUnits": self.max_inference_units or 0,
+            "MetricsSettleSeconds": self.metrics_settle_seconds,
         }
 
     def definition_substitutions(
-        self, *, queue_url: str, dead_letter_queue_url: str, mapping_uuid: str, topic_arn: str
+        self, *, queue_url: str, mapping_uuid: str, topic_arn: str, run_recorder_arn: str
     ) -> dict[str, str]:
         """Values for every `${Placeholder}` in the ASL; the CDK stack and the emulator both use this."""
         subs = {
@@ -144,9 +155,9 @@ class PipelineConfig:
             "ProjectVersionArn": self.project_version_arn,
             "ModelVersionName": self.version_name,
             "QueueUrl": queue_url,
-            "DeadLetterQueueUrl": dead_letter_queue_url,
             "EventSourceMappingUuid": mapping_uuid,
             "NotificationTopicArn": topic_arn,
+            "RunRecorderFunctionArn": run_recorder_arn,
         }
         subs.update({k: str(v) for k, v in self.state_machine_settings().items()})
         return subs
@@ -160,8 +171,8 @@ class PipelineConfig:
             "RESULTS_PREFIX": self.results_prefix,
             "ERRORS_PREFIX": self.errors_prefix,
             "RETRY_DELAY_SECONDS": str(self.retry_delay_seconds),
-            "POWERTOOLS_SERVICE_NAME": "customlabels-processor",
-            "POWERTOOLS_METRICS_NAMESPACE": "CustomLabelsBatch",
+            "POWERTOOLS_SERVICE_NAME": PROCESSOR_SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": PROCESSOR_METRICS_NAMESPACE,
         }
         if self.model_tps_per_inference_unit > 0:
             calls = self.min_inference_units * self.model_tps_per_inference_unit / self.concurrency
@@ -171,6 +182,20 @@ class PipelineConfig:
         if self.max_results is not None:
             env["MAX_RESULTS"] = str(self.max_results)
         return env
+
+    def run_recorder_environment(
+        self, *, bucket: str, queue_url: str, dead_letter_queue_url: str
+    ) -> dict[str, str]:
+        """Environment variables of the run-recorder Lambda (the emulator sets the same)."""
+        return {
+            "BUCKET_NAME": bucket,
+            "RUNS_PREFIX": self.runs_prefix,
+            "QUEUE_URL": queue_url,
+            "DEAD_LETTER_QUEUE_URL": dead_letter_queue_url,
+            "PROCESSOR_METRICS_NAMESPACE": PROCESSOR_METRICS_NAMESPACE,
+            "PROCESSOR_SERVICE_NAME": PROCESSOR_SERVICE_NAME,
+            "USD_PER_INFERENCE_UNIT_HOUR": f"{self.usd_per_inference_unit_hour:g}",
+        }
 
     def to_context(self) -> dict[str, Any]:
         return {_camel(k): v for k, v in asdict(self).items()}
@@ -282,6 +307,8 @@ class PipelineConfig:
             )
         )
         checks.append((self.error_records_alarm_threshold >= 0, "errorRecordsAlarmThreshold must be >= 0"))
+        checks.append((self.usd_per_inference_unit_hour > 0, "usdPerInferenceUnitHour must be positive"))
+        checks.append((0 <= self.metrics_settle_seconds <= 900, "metricsSettleSeconds must be 0-900"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -309,7 +336,7 @@ def _coerce(name: str, default: Any, raw: Any) -> Any:
             if not value.is_integer():
                 raise ValueError(raw)
             return int(value)
-        if name in ("min_confidence", "model_tps_per_inference_unit"):
+        if name in ("min_confidence", "model_tps_per_inference_unit", "usd_per_inference_unit_hour"):
             return float(raw)
         if name in ("max_results", "max_inference_units", "max_concurrency"):
             return int(raw)

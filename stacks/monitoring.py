@@ -13,8 +13,6 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-# Custom Labels list price in us-east-1; the cost widget's title says it is an estimate at this rate.
-USD_PER_INFERENCE_UNIT_HOUR = 4.00
 REKOGNITION_NAMESPACE = "AWS/Rekognition"
 IN_SERVICE_INFERENCE_UNITS = "InServiceInferenceUnits"
 # Rekognition publishes InServiceInferenceUnits as a one-minute average, and nothing while the model
@@ -53,6 +51,7 @@ class Monitoring(Construct):
         model_in_service_alarm_minutes: int,
         error_records_alarm_threshold: int,
         alarms_enabled: bool,
+        usd_per_inference_unit_hour: float,
     ) -> None:
         super().__init__(scope, construct_id)
         if not MODEL_ALARM_PERIOD_MINUTES <= model_in_service_alarm_minutes <= MAX_ALARM_WINDOW_MINUTES:
@@ -83,7 +82,7 @@ class Monitoring(Construct):
         # Each one-minute average is the IUs of that minute; PERIOD() keeps the sum right when the
         # console widens the period for a long time range. FILL: no datapoint = not running = no cost.
         estimated_cost = cw.MathExpression(
-            expression=f"RUNNING_SUM(FILL(units, 0) * PERIOD(units) / 3600) * {USD_PER_INFERENCE_UNIT_HOUR}",
+            expression=f"RUNNING_SUM(FILL(units, 0) * PERIOD(units) / 3600) * {usd_per_inference_unit_hour}",
             using_metrics={"units": inference_units},
             label="Estimated model cost over the time range (USD)",
             period=MODEL_METRIC_PERIOD,
@@ -120,7 +119,7 @@ class Monitoring(Construct):
             _graph("Processor errors and throttles", [function.metric_errors(), function.metric_throttles()]),
             _graph("Model inference units in service", [inference_units]),
             _graph(
-                f"Estimated model cost, USD (an estimate at ${USD_PER_INFERENCE_UNIT_HOUR:.0f}/IU-hour)",
+                f"Estimated model cost, USD (an estimate at ${usd_per_inference_unit_hour:g}/IU-hour)",
                 [estimated_cost],
             ),
         )
@@ -136,6 +135,7 @@ class Monitoring(Construct):
             topic=topic,
             model_in_service_alarm_minutes=model_in_service_alarm_minutes,
             error_records_alarm_threshold=error_records_alarm_threshold,
+            usd_per_inference_unit_hour=usd_per_inference_unit_hour,
         )
         self.dashboard.add_widgets(
             executions_widget,
@@ -155,7 +155,12 @@ class Monitoring(Construct):
         )
 
     def _add_alarms(
-        self, *, topic: sns.ITopic, model_in_service_alarm_minutes: int, error_records_alarm_threshold: int
+        self,
+        *,
+        topic: sns.ITopic,
+        model_in_service_alarm_minutes: int,
+        error_records_alarm_threshold: int,
+        usd_per_inference_unit_hour: float,
     ) -> list[cw.Alarm]:
         # A queue holding messages is active and reports every minute; no data means an idle, empty queue.
         self.dead_letter_alarm = cw.Alarm(
@@ -178,7 +183,7 @@ class Monitoring(Construct):
             "ModelInServiceAlarm",
             alarm_description=f"The Custom Labels model has had inference units in service for "
             f"{model_periods * MODEL_ALARM_PERIOD_MINUTES} minutes in a row (billed about "
-            f"${USD_PER_INFERENCE_UNIT_HOUR:.0f} per IU-hour). Look for a stuck run "
+            f"${usd_per_inference_unit_hour:g} per IU-hour). Look for a stuck run "
             "(`python -m cli status`) or stop the model.",
             metric=self._in_service_units(cw.Stats.MINIMUM, Duration.minutes(MODEL_ALARM_PERIOD_MINUTES)),
             threshold=0,

@@ -31,8 +31,8 @@ class Orchestration(Construct):
         project_arn: str,
         project_version_arn: str,
         queue_arn: str,
-        dead_letter_queue_arn: str,
         mapping_arn: str,
+        run_recorder_arn: str,
         grant_publish: Callable[[iam.IGrantable], None],
         schedule: str,
         schedule_enabled: bool,
@@ -65,8 +65,7 @@ class Orchestration(Construct):
             iam.PolicyStatement(
                 sid="CountQueuedImages",
                 actions=["sqs:GetQueueAttributes"],
-                # The dead-letter queue only for the count in the run summary.
-                resources=[queue_arn, dead_letter_queue_arn],
+                resources=[queue_arn],
             )
         )
         role.add_to_principal_policy(
@@ -90,6 +89,14 @@ class Orchestration(Construct):
                 sid="EnableAndDisableImageProcessing",
                 actions=["lambda:UpdateEventSourceMapping", "lambda:GetEventSourceMapping"],
                 resources=[mapping_arn],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="WriteRunRecord",
+                # The ASL invokes the unqualified ARN, so no version wildcard is needed.
+                actions=["lambda:InvokeFunction"],
+                resources=[run_recorder_arn],
             )
         )
         grant_publish(role)

@@ -14,6 +14,7 @@ from stacks.monitoring import Monitoring
 from stacks.notifications import Notifications
 from stacks.orchestration import Orchestration
 from stacks.processor import Processor
+from stacks.run_recorder import RunRecorder
 
 
 class PipelineStack(Stack):
@@ -46,21 +47,35 @@ class PipelineStack(Stack):
             max_concurrency=config.concurrency,
             powertools_version=config.powertools_version,
         )
+        run_recorder = RunRecorder(
+            self,
+            "RunRecorder",
+            bucket=ingest.bucket,
+            runs_prefix=config.runs_prefix,
+            queue=ingest.queue,
+            dead_letter_queue=ingest.dead_letter_queue,
+            environment=config.run_recorder_environment(
+                bucket=ingest.bucket.bucket_name,
+                queue_url=ingest.queue.queue_url,
+                dead_letter_queue_url=ingest.dead_letter_queue.queue_url,
+            ),
+            powertools_layer=processor.powertools_layer,
+        )
         notifications = Notifications(self, "Notifications", email=config.notification_email)
         orchestration = Orchestration(
             self,
             "Orchestration",
             definition_substitutions=config.definition_substitutions(
                 queue_url=ingest.queue.queue_url,
-                dead_letter_queue_url=ingest.dead_letter_queue.queue_url,
                 mapping_uuid=processor.mapping.event_source_mapping_id,
                 topic_arn=notifications.topic.topic_arn,
+                run_recorder_arn=run_recorder.function.function_arn,
             ),
             project_arn=config.project_arn,
             project_version_arn=config.project_version_arn,
             queue_arn=ingest.queue.queue_arn,
-            dead_letter_queue_arn=ingest.dead_letter_queue.queue_arn,
             mapping_arn=processor.mapping.event_source_mapping_arn,
+            run_recorder_arn=run_recorder.function.function_arn,
             grant_publish=notifications.grant_publish,
             schedule=config.schedule,
             schedule_enabled=config.schedule_enabled,
@@ -80,6 +95,7 @@ class PipelineStack(Stack):
             model_in_service_alarm_minutes=config.model_in_service_alarm_minutes,
             error_records_alarm_threshold=config.error_records_alarm_threshold,
             alarms_enabled=config.alarms_enabled,
+            usd_per_inference_unit_hour=config.usd_per_inference_unit_hour,
         )
 
         outputs = {
@@ -101,6 +117,7 @@ class PipelineStack(Stack):
 
         self.ingest = ingest
         self.processor = processor
+        self.run_recorder = run_recorder
         self.notifications = notifications
         self.orchestration = orchestration
         self.monitoring = monitoring

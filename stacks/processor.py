@@ -102,16 +102,18 @@ class Processor(Construct):
         layer_arn = ssm.StringParameter.value_for_string_parameter(
             self, powertools_layer_parameter(powertools_version=powertools_version)
         )
+        # Shared with the run recorder.
+        self.powertools_layer = lambda_.LayerVersion.from_layer_version_arn(
+            self, "PowertoolsLayer", layer_arn
+        )
         self.function = lambda_.Function(
             self,
             "Function",
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             handler=HANDLER,
-            code=lambda_.Code.from_asset(
-                str(LAMBDA_CODE_DIR), exclude=["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
-            ),
-            layers=[lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer", layer_arn)],
+            code=lambda_code(),
+            layers=[self.powertools_layer],
             timeout=Duration.seconds(timeout_seconds),
             memory_size=memory_mb,
             environment=environment,
@@ -150,13 +152,20 @@ class Processor(Construct):
         for prefix in (input_prefix, results_prefix, errors_prefix):
             Validations.of(self.role).acknowledge(
                 Acknowledgment(
-                    id=f"AwsSolutions-IAM5[Resource::<{_logical_id(bucket)}.Arn>/{prefix}*]",
+                    id=f"AwsSolutions-IAM5[Resource::<{bucket_logical_id(bucket)}.Arn>/{prefix}*]",
                     reason=f"Object access is limited to the '{prefix}' prefix of the pipeline's own "
                     "bucket; object keys are not known in advance.",
                 )
             )
 
 
-def _logical_id(bucket: s3.IBucket) -> str:
+def lambda_code() -> lambda_.Code:
+    """One asset for both functions: the `lambdas/` directory, each function naming its handler."""
+    return lambda_.Code.from_asset(
+        str(LAMBDA_CODE_DIR), exclude=["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
+    )
+
+
+def bucket_logical_id(bucket: s3.IBucket) -> str:
     cfn = bucket.node.default_child
     return Stack.of(bucket).get_logical_id(cfn)

@@ -33,6 +33,13 @@ def test_demo_writes_results_errors_report_and_gallery(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "model STARTING" in printed
     assert f"{len(expected)} uploaded -> {len(results)} results, {len(errors)} error records" in printed
+    # The run record, as the deployed stack writes it to runs/, downloaded and summarised.
+    [record_file] = (out / "runs").glob("*.json")
+    record = json.loads(record_file.read_text())
+    assert record["outcome"] == "SUCCEEDED"
+    assert (record["imagesLabeled"], record["errorRecords"]) == (len(results), len(errors))
+    assert f"Run record {record_file}: SUCCEEDED" in printed
+    assert f"{len(results)} labeled, {len(errors)} error records, 0 in the DLQ" in printed
 
 
 def test_demo_with_own_images_manifest_fault_and_context(tmp_path, capsys):

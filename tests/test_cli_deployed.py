@@ -445,6 +445,9 @@ def put_run_records(pipeline: Pipeline) -> None:
             "startedAt": f"2025-01-0{day}T10:00:00Z",
             "modelRunningMinutes": 10 * day,
             "estimatedCostUsd": 0.6666 * day,
+            "imagesLabeled": 100 * day,
+            "errorRecords": day - 1,
+            "deadLetterQueueMessages": 0,
         }
         s3.put_object(Bucket=BUCKET, Key=f"runs/2025-01-0{day}T10-00-00Z.json", Body=json.dumps(record))
     # Newest: a record with most fields missing, and one that is not JSON.
@@ -479,10 +482,37 @@ def test_status_shows_queues_model_mapping_executions_and_run_records(
     records = lines[lines.index(f"Recent run records (newest first, s3://{BUCKET}/runs/)") + 2 :][:5]
     assert [re.split(r"\s{2,}", line.strip()) for line in records] == [
         ["runs/2025-01-06T10-00-00Z.json", "(not a JSON run record)"],
-        ["runs/2025-01-05T10-00-00Z.json", "-", "FAILED", "-", "-"],
-        ["runs/2025-01-04T10-00-00Z.json", "2025-01-04T10:00:00Z", "COMPLETED", "40", "$2.67"],
-        ["runs/2025-01-03T10-00-00Z.json", "2025-01-03T10:00:00Z", "COMPLETED", "30", "$2.00"],
-        ["runs/2025-01-02T10-00-00Z.json", "2025-01-02T10:00:00Z", "COMPLETED", "20", "$1.33"],
+        ["runs/2025-01-05T10-00-00Z.json", "-", "FAILED", "-", "-", "-", "-", "-"],
+        [
+            "runs/2025-01-04T10-00-00Z.json",
+            "2025-01-04T10:00:00Z",
+            "COMPLETED",
+            "40",
+            "$2.67",
+            "400",
+            "3",
+            "0",
+        ],
+        [
+            "runs/2025-01-03T10-00-00Z.json",
+            "2025-01-03T10:00:00Z",
+            "COMPLETED",
+            "30",
+            "$2.00",
+            "300",
+            "2",
+            "0",
+        ],
+        [
+            "runs/2025-01-02T10-00-00Z.json",
+            "2025-01-02T10:00:00Z",
+            "COMPLETED",
+            "20",
+            "$1.33",
+            "200",
+            "1",
+            "0",
+        ],
     ]
     assert "runs/2025-01-01T10-00-00Z.json" not in out
     assert [line for line in lines if line.startswith("WARNING:")] == [

@@ -12,6 +12,7 @@ import math
 import pytest
 from PIL import Image, ImageDraw
 
+from emulated_aws import moto_patches
 from emulated_aws.custom_labels import Annotation, Annotations, ModelBehaviour
 from emulated_aws.pipeline import FAULTS, EmulatedPipeline, EmulationOptions, Upload, emulated_config
 
@@ -80,15 +81,16 @@ def test_images_in_one_result_per_image_model_stopped_mapping_disabled():
         "ListRunningExecutions",
         "IsAnotherRunActive",
     ]
-    assert execution["statePath"][-3:] == ["SummarizeRun", "PublishRunSummary", "RunComplete"]
+    assert execution["statePath"][-6:] == [
+        "WaitForMetrics",
+        "RecordRun",
+        "UseRunRecord",
+        "RouteSummary",
+        "PublishRunSummary",
+        "RunComplete",
+    ]
     assert "StartModel" in execution["statePath"]
     assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run SUCCEEDED"]
-    summary = report["notifications"][0]["message"]
-    assert summary["outcome"] == "SUCCEEDED"
-    assert summary["modelHeldSeconds"] == report["model"]["runningSeconds"]
-    assert summary["inferenceUnits"] == 1
-    assert summary["deadLetterQueue"] == {"visible": 0}
-    assert summary["queue"] == {"visible": 0, "inFlight": 0, "delayed": 0, "total": 0}
     # The one annotated image gets its label and box; the rest get none (never invented).
     result = json.loads(report["_objects"]["results/batch/img-000.jpg.json"])
     assert result["customLabels"] == [
@@ -103,6 +105,104 @@ def test_images_in_one_result_per_image_model_stopped_mapping_disabled():
     assert report["model"]["runningSeconds"] == pytest.approx(60, abs=1)
     assert report["model"]["calls"]["StartProjectVersion"] == 1
     assert report["model"]["calls"]["StopProjectVersion"] == 1
+
+
+def _only_record(report) -> dict:
+    [item] = report["runRecords"]
+    record = item["record"]
+    assert record["recordLocation"] == f"s3://customlabels-batch-emulated/{item['key']}"
+    assert item["key"] == f"runs/{record['startedAt'].replace(':', '-')}_{record['executionName']}.json"
+    return record
+
+
+def test_run_record_of_a_successful_run_matches_what_happened():
+    def setup(pipeline):
+        pipeline.upload([Upload("bad/corrupt.jpg", b"\xff\xd8\xff\xe0" + b"garbage" * 50)])
+
+    config = emulated_config()
+    report = _run(12, setup=setup)
+    record = _only_record(report)
+    [execution] = report["executions"]
+
+    assert record["outcome"] == "SUCCEEDED"
+    assert record["trigger"] == "schedule"
+    assert record["execution"].endswith(f":{execution['name']}")
+    # Counted from the processor's metrics (EMF), so they must equal what is in the bucket.
+    assert record["imagesLabeled"] == report["resultsWritten"] == 12
+    assert record["errorRecords"] == report["errorRecords"] == 1
+    assert record["messagesLeftInQueue"] == 0
+    assert record["deadLetterQueueMessages"] == 0
+    # The model's minutes: from the poll that saw RUNNING to the stop request, so at most one poll
+    # short of what the emulated model billed.
+    billed_seconds = report["model"]["runningSeconds"]
+    assert 0 < record["modelRunningMinutes"] * 60 <= billed_seconds
+    assert billed_seconds - record["modelRunningMinutes"] * 60 <= config.model_poll_seconds
+    assert record["inferenceUnits"] == 1
+    assert record["maxInferenceUnits"] is None
+    assert record["estimatedCostUsd"] == pytest.approx(record["modelRunningMinutes"] / 60 * 4.00, abs=1e-4)
+    assert record["durationSeconds"] == pytest.approx(
+        execution["stoppedAtSeconds"] - execution["startedAtSeconds"], abs=2
+    )
+    assert record["modelStartedByRun"] is True
+    assert "error" not in record and "problems" not in record
+    # The SNS summary is the record.
+    assert report["notifications"][0]["message"] == record
+
+
+def test_run_record_of_a_failed_run_says_why_and_costs_nothing():
+    report = _run(5, faults=["model-start-failure"])
+    record = _only_record(report)
+    assert record["outcome"] == "FAILED"
+    assert record["error"]["Error"] == "ModelStartFailed"
+    assert record["modelStartedByRun"] is True
+    assert record["modelRunningFrom"] is None
+    assert record["modelRunningMinutes"] == 0
+    assert record["estimatedCostUsd"] == 0
+    assert record["imagesLabeled"] == 0
+    assert record["errorRecords"] == 0
+    # The five images wait in the queue for the next run (with the deploy's s3:TestEvent message).
+    assert record["messagesLeftInQueue"] == 6
+    assert record["deadLetterQueueMessages"] == 0
+    assert [n["message"] for n in report["notifications"]] == [record]
+    assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run FAILED"]
+
+
+def test_run_record_counts_the_dead_letter_queue():
+    report = _run(12, faults=["processor-crash"])
+    record = _only_record(report)
+    assert record["outcome"] == "SUCCEEDED"
+    assert record["deadLetterQueueMessages"] == report["deadLetterQueue"]["visible"] >= 1
+    assert record["imagesLabeled"] == report["resultsWritten"]
+
+
+def test_clean_up_run_records_which_run_it_cleaned_up_after():
+    report = _run(40, faults=["abort-during-drain"])
+    aborted = report["executions"][0]
+    record = _only_record(report)  # the aborted run never reached its recorder
+    assert record["outcome"] == "CLEANED_UP"
+    assert record["trigger"] == "cleanup"
+    assert record["cleanupOf"] == {"execution": aborted["executionArn"], "status": "ABORTED"}
+    assert record["leftover"]["modelStatus"] == "RUNNING"
+
+
+def test_a_failing_recorder_still_sends_the_summary_and_stops_the_model():
+    def setup(pipeline):
+        def broken(event):
+            raise RuntimeError("emulated recorder failure")
+
+        moto_patches.Active.functions["run-recorder"] = broken
+
+    report = _run(4, setup=setup)
+    _assert_safe_end(report)
+    assert report["runRecords"] == []
+    [execution] = report["executions"]
+    assert execution["status"] == "SUCCEEDED"
+    [notification] = report["notifications"]
+    assert notification["subject"] == "Custom Labels batch run SUCCEEDED"
+    summary = notification["message"]
+    assert summary["outcome"] == "SUCCEEDED"
+    assert summary["modelHeldSeconds"] == report["model"]["runningSeconds"]
+    assert "emulated recorder failure" in summary["recordError"]["Cause"]
 
 
 def _purge(pipeline):

@@ -48,6 +48,7 @@ STAR_ONLY_ACTIONS = {
     "logs:PutResourcePolicy",
     "logs:DescribeResourcePolicies",
     "logs:DescribeLogGroups",
+    "cloudwatch:GetMetricData",
 }
 EXPECTED_OUTPUTS = {
     "BucketName",
@@ -541,7 +542,7 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
     role_id = synth.logical_id("AWS::IAM::Role", "StateMachineRole")
     machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
     queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
-    dlq_id = synth.logical_id("AWS::SQS::Queue", "DeadLetterQueue")
+    recorder_id = synth.logical_id("AWS::Lambda::Function", "RunRecorderFunction")
     mapping_id, _ = synth.one("AWS::Lambda::EventSourceMapping")
     topic_id, _ = synth.one("AWS::SNS::Topic")
     key_id, _ = synth.one("AWS::KMS::Key")
@@ -551,8 +552,9 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
     granted = _granted(_role_statements(synth, role_id))
     scoped = {action: resources for action, resources in granted.items() if action not in STAR_ONLY_ACTIONS}
     assert scoped == {
-        # The queue to count work; the DLQ only for the count in the run summary.
-        "sqs:GetQueueAttributes": [{"Fn::GetAtt": [dlq_id, "Arn"]}, {"Fn::GetAtt": [queue_id, "Arn"]}],
+        "sqs:GetQueueAttributes": [{"Fn::GetAtt": [queue_id, "Arn"]}],
+        # Only the run recorder, by its unqualified ARN (the one the ASL invokes).
+        "lambda:InvokeFunction": [{"Fn::GetAtt": [recorder_id, "Arn"]}],
         # IAM authorizes DescribeProjectVersions on the project, Start/Stop on the version.
         "rekognition:DescribeProjectVersions": [PROJECT_ARN],
         "rekognition:StartProjectVersion": [VERSION_ARN],
@@ -571,6 +573,43 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
     assert list_policy_id not in synth.resources[machine_id].get("DependsOn", [])
 
 
+def test_run_recorder_role_writes_only_run_records_and_reads_only_counts(synth):
+    role_id = synth.logical_id("AWS::IAM::Role", "RunRecorderRole")
+    image_id = synth.logical_id("AWS::S3::Bucket", "ImageBucket")
+    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    dlq_id = synth.logical_id("AWS::SQS::Queue", "DeadLetterQueue")
+    log_group_id = synth.logical_id("AWS::Logs::LogGroup", "RunRecorder")
+    assert _granted(_role_statements(synth, role_id)) == {
+        "logs:CreateLogStream": [{"Fn::GetAtt": [log_group_id, "Arn"]}],
+        "logs:PutLogEvents": [{"Fn::GetAtt": [log_group_id, "Arn"]}],
+        "s3:PutObject": [_object_arn(image_id, synth.config.runs_prefix)],
+        "sqs:GetQueueAttributes": [{"Fn::GetAtt": [dlq_id, "Arn"]}, {"Fn::GetAtt": [queue_id, "Arn"]}],
+        "cloudwatch:GetMetricData": ["*"],
+    }
+    assert "ManagedPolicyArns" not in synth.resources[role_id]["Properties"]
+
+
+def test_run_recorder_environment_comes_from_the_config(synth):
+    function_id = synth.logical_id("AWS::Lambda::Function", "RunRecorderFunction")
+    function = synth.resources[function_id]["Properties"]
+    assert function["Handler"] == "run_recorder.app.lambda_handler"
+    variables = function["Environment"]["Variables"]
+    expected = synth.config.run_recorder_environment(bucket="b", queue_url="q", dead_letter_queue_url="d")
+    assert set(variables) == set(expected)
+    for name in (
+        "RUNS_PREFIX",
+        "PROCESSOR_METRICS_NAMESPACE",
+        "PROCESSOR_SERVICE_NAME",
+        "USD_PER_INFERENCE_UNIT_HOUR",
+    ):
+        assert variables[name] == expected[name]
+    # The namespace and service it counts are the ones the processor emits under.
+    processor_id = synth.logical_id("AWS::Lambda::Function", "ProcessorFunction")
+    processor = synth.resources[processor_id]["Properties"]["Environment"]["Variables"]
+    assert variables["PROCESSOR_METRICS_NAMESPACE"] == processor["POWERTOOLS_METRICS_NAMESPACE"]
+    assert variables["PROCESSOR_SERVICE_NAME"] == processor["POWERTOOLS_SERVICE_NAME"]
+
+
 def test_rules_can_only_start_this_state_machine(synth):
     machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
     role_id = synth.logical_id("AWS::IAM::Role", "EventsRole")
@@ -587,7 +626,7 @@ def test_asl_placeholders_equal_definition_substitutions(synth):
     assert placeholders == set(substitutions)
     assert set(substitutions) == set(
         synth.config.definition_substitutions(
-            queue_url="q", dead_letter_queue_url="d", mapping_uuid="m", topic_arn="t"
+            queue_url="q", mapping_uuid="m", topic_arn="t", run_recorder_arn="r"
         )
     )
     # LoadSettings reads every setting with States.StringToJson: each must be a JSON number.
@@ -606,6 +645,8 @@ def test_every_aws_sdk_task_is_granted_to_the_state_machine_role(synth):
             service, action = match.groups()
             prefix = {"sfn": "states"}.get(service, service)
             needed.add(f"{prefix}:{action[0].upper()}{action[1:]}")
+        if state.get("Resource") == "arn:aws:states:::lambda:invoke":
+            needed.add("lambda:InvokeFunction")
     assert needed  # the ASL does use aws-sdk integrations
     assert needed <= granted, needed - granted
 
@@ -690,6 +731,7 @@ def test_every_acknowledgement_hides_a_real_finding(tmp_path, monkeypatch):
     stack = cdk_app.DEFAULT_STACK_NAME
     bucket_arn = "<IngestImageBucket1794FBC5.Arn>"
     processor_policy = f"{stack}/Processor/Role/DefaultPolicy/Resource"
+    recorder_policy = f"{stack}/RunRecorder/Role/DefaultPolicy/Resource"
     basic_execution = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
     assert sorted((rule, path) for rule, _, path in unacknowledged.violations()) == sorted(
         [
@@ -701,6 +743,8 @@ def test_every_acknowledgement_hides_a_real_finding(tmp_path, monkeypatch):
             (f"AwsSolutions-IAM5[Resource::{bucket_arn}/results/*]", processor_policy),
             (f"AwsSolutions-IAM5[Resource::{bucket_arn}/errors/*]", processor_policy),
             ("AwsSolutions-IAM5[Resource::*]", processor_policy),
+            (f"AwsSolutions-IAM5[Resource::{bucket_arn}/runs/*]", recorder_policy),
+            ("AwsSolutions-IAM5[Resource::*]", recorder_policy),
             (
                 "AwsSolutions-IAM5[Resource::*]",
                 f"{stack}/Orchestration/StateMachine/Role/DefaultPolicy/Resource",

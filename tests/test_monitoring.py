@@ -330,4 +330,5 @@ def test_model_alarm_window_must_fit_cloudwatch_limits(minutes):
             model_in_service_alarm_minutes=minutes,
             error_records_alarm_threshold=50,
             alarms_enabled=True,
+            usd_per_inference_unit_hour=4.0,
         )

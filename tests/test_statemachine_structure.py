@@ -184,3 +184,57 @@ def test_every_path_read_was_written_by_an_earlier_state_or_the_input(states):
         if path not in written
     }
     assert unknown == set()
+
+
+def test_every_run_summary_is_recorded_then_sent_with_its_outcomes_subject(states):
+    """Success, failure and clean-up all pass the run recorder before their notification, and the
+    route after it sends each outcome under its own subject (the record keeps the outcome)."""
+    summaries = {
+        name: state["Parameters"]["outcome"]
+        for name, state in states.items()
+        if state["Type"] == "Pass"
+        and state.get("ResultPath") == "$.summary"
+        and "outcome" in state.get("Parameters", {})
+    }
+    assert set(summaries) == {
+        "SummarizeRun",
+        "SummarizeFailure",
+        "SummarizeCleanUp",
+        "DescribeDrainTimeLimit",
+        "DescribeGuardFailure",
+    }
+    route = states["RouteSummary"]
+    routed = {choice["StringEquals"]: choice["Next"] for choice in route["Choices"]}
+    subjects = {"SUCCEEDED": "SUCCEEDED", "FAILED": "FAILED", "CLEANED_UP": "cleaned up leftovers"}
+    for name, outcome in summaries.items():
+        # A warning mid-run (the run goes on to SummarizeRun), and the guard failing before the run
+        # touched anything: no run to record.
+        if name in ("DescribeDrainTimeLimit", "DescribeGuardFailure"):
+            continue
+        # Passes and Choices (the metrics wait is optional) up to the recorder, nothing else.
+        seen, todo = set(), [states[name]["Next"]]
+        while todo:
+            current = todo.pop()
+            if current in seen or current == "RecordRun":
+                continue
+            seen.add(current)
+            assert states[current]["Type"] in ("Pass", "Choice", "Wait"), f"{name} reaches {current} first"
+            todo.extend(successors(states[current]))
+        publish = states[routed.get(outcome, route["Default"])]
+        assert publish["Resource"] == SNS_PUBLISH
+        assert subjects[outcome] in publish["Parameters"]["Subject"]
+        assert publish["Parameters"]["Message.$"] == "States.JsonToString($.summary)"
+    recorder = states["RecordRun"]
+    assert recorder["Resource"] == "arn:aws:states:::lambda:invoke"
+    assert recorder["Parameters"]["FunctionName"] == "${RunRecorderFunctionArn}"
+    assert recorder["Parameters"]["Payload"]["summary.$"] == "$.summary"
+    # Without a record, the state machine's own summary goes out, with the reason.
+    assert catch_all_target(recorder) == "RouteSummary"
+    assert recorder["Catch"][0]["ResultPath"] == "$.summary.recordError"
+    assert states[recorder["Next"]] == {
+        "Type": "Pass",
+        "Comment": states[recorder["Next"]]["Comment"],
+        "InputPath": "$.recorded.record",
+        "ResultPath": "$.summary",
+        "Next": "RouteSummary",
+    }

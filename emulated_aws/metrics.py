@@ -1,0 +1,54 @@
+"""CloudWatch's extraction of Embedded Metric Format (EMF) logs, emulated.
+
+In Lambda the processor's Powertools `Metrics` prints EMF JSON to its log, and CloudWatch turns each
+blob into metric datapoints. Here every blob the handler flushes also goes to moto's CloudWatch,
+stamped with the emulated time, so the run recorder counts images labeled as it would on AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import boto3
+
+
+def put_emf_blob(cloudwatch: Any, blob: dict[str, Any], timestamp: datetime) -> None:
+    """One EMF blob -> PutMetricData, per the EMF specification: each directive's metrics, once per
+    dimension set, values read from the blob's top-level members."""
+    for directive in blob["_aws"]["CloudWatchMetrics"]:
+        for dimension_names in directive["Dimensions"]:
+            dimensions = [{"Name": name, "Value": str(blob[name])} for name in dimension_names]
+            data = []
+            for metric in directive["Metrics"]:
+                raw = blob[metric["Name"]]
+                values = [float(v) for v in (raw if isinstance(raw, list) else [raw])]
+                data.append(
+                    {
+                        "MetricName": metric["Name"],
+                        "Dimensions": dimensions,
+                        "Timestamp": timestamp,
+                        "Values": values,
+                        "Counts": [1.0] * len(values),
+                        "Unit": metric.get("Unit") or "None",
+                    }
+                )
+            cloudwatch.put_metric_data(Namespace=directive["Namespace"], MetricData=data)
+
+
+def ingest_flushed_metrics(metrics: Any, *, now: Callable[[], datetime], region: str) -> None:
+    """Make one handler module copy's Powertools `Metrics` behave as in its own Lambda environment:
+    a metric set of its own (Powertools shares one per process, and the emulated environments are
+    threads of one process), and every flushed blob delivered to CloudWatch."""
+    provider = metrics.provider
+    provider.metric_set, provider.dimension_set, provider.metadata_set = {}, {}, {}
+    cloudwatch = boto3.client("cloudwatch", region_name=region)
+    serialize = provider.serialize_metric_set
+
+    def serialize_and_deliver(metrics=None, dimensions=None, metadata=None):
+        blob = serialize(metrics, dimensions, metadata)
+        put_emf_blob(cloudwatch, blob, now())
+        return blob
+
+    provider.serialize_metric_set = serialize_and_deliver

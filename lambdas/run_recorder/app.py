@@ -1,0 +1,236 @@
+"""Run recorder: writes a batch run's JSON run record to S3 and returns it as the run's SNS summary.
+
+The state machine invokes it once at the end of every run that reached the model: succeeded, failed
+or cleaned up. The state machine supplies what only it knows (when the model was seen RUNNING and
+when its stop was requested, the outcome, any error); this function adds what it can count (images
+labeled and error records from the processor's metrics, what is left in the queue and the
+dead-letter queue) and the arithmetic ASL cannot do (minutes, cost).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
+
+RECORD_VERSION = 1
+# Processor metric name -> record field (all Count metrics the processor emits per image).
+COUNTED_METRICS = {
+    "ImagesLabeled": "imagesLabeled",
+    "ErrorRecords": "errorRecords",
+    "LabelsFound": "labelsFound",
+}
+METRIC_PERIOD_SECONDS = 60
+
+logger = Logger(service="customlabels-run-recorder")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The function's environment (the stack and the emulator set it from the same config)."""
+
+    bucket: str
+    runs_prefix: str
+    queue_url: str
+    dead_letter_queue_url: str
+    metrics_namespace: str
+    metrics_service: str
+    usd_per_inference_unit_hour: float
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        env = os.environ
+        return cls(
+            bucket=env["BUCKET_NAME"],
+            runs_prefix=env["RUNS_PREFIX"],
+            queue_url=env["QUEUE_URL"],
+            dead_letter_queue_url=env["DEAD_LETTER_QUEUE_URL"],
+            metrics_namespace=env["PROCESSOR_METRICS_NAMESPACE"],
+            metrics_service=env["PROCESSOR_SERVICE_NAME"],
+            usd_per_inference_unit_hour=float(env["USD_PER_INFERENCE_UNIT_HOUR"]),
+        )
+
+
+@functools.cache
+def client(service: str) -> Any:
+    return boto3.client(service)
+
+
+def parse_time(value: str) -> datetime:
+    """Step Functions timestamps are ISO 8601 in UTC ('2026-11-22T10:00:00.123Z')."""
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def record_key(runs_prefix: str, started_at: datetime, execution_name: str) -> str:
+    """Keys sort by start time, so a listing's last keys are the newest runs."""
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]", "-", execution_name)
+    return f"{runs_prefix}{started_at.astimezone(UTC):%Y-%m-%dT%H-%M-%SZ}_{safe_name}.json"
+
+
+def trigger_of(execution_input: Any) -> str:
+    if isinstance(execution_input, dict):
+        if "cleanup" in execution_input:
+            return "cleanup"
+        if isinstance(execution_input.get("trigger"), str):
+            return execution_input["trigger"]
+    return "manual"
+
+
+def model_window(run: dict[str, Any], ended_at: datetime) -> tuple[datetime, datetime] | None:
+    """From the moment this run saw the model RUNNING to the moment it asked for the stop (the
+    clean-up's start when a failure came first). None when the run never saw it RUNNING."""
+    running = (run.get("modelRunning") or {}).get("at")
+    if not running:
+        return None
+    stop = (run.get("modelStopRequested") or {}).get("at") or (run.get("cleanUp") or {}).get("at")
+    return parse_time(running), parse_time(stop) if stop else ended_at
+
+
+def build_record(
+    event: dict[str, Any], counts: dict[str, Any], problems: list[str], *, usd_per_inference_unit_hour: float
+) -> dict[str, Any]:
+    """The run record: the state machine's summary plus minutes, cost and counts. Pure."""
+    summary = event["summary"]
+    run = summary.get("run") or {}
+    settings = event.get("settings") or {}
+    started_at = parse_time(run["startedAt"])
+    ended_at = parse_time(event["endedAt"])
+    window = model_window(run, ended_at)
+    minutes = max(0.0, (window[1] - window[0]).total_seconds() / 60) if window else 0.0
+    units = settings.get("minInferenceUnits", 1)
+    max_units = settings.get("maxInferenceUnits") or None
+    record = {
+        "recordVersion": RECORD_VERSION,
+        "outcome": summary["outcome"],
+        "execution": run.get("execution"),
+        "executionName": event["executionName"],
+        "trigger": trigger_of(event.get("input")),
+        "startedAt": iso(started_at),
+        "endedAt": iso(ended_at),
+        "durationSeconds": round((ended_at - started_at).total_seconds()),
+        "modelStartedByRun": bool(run.get("startedModel")),
+        "modelRunningFrom": iso(window[0]) if window else None,
+        "modelStopRequestedAt": iso(window[1]) if window else None,
+        "modelRunningMinutes": round(minutes, 2),
+        "inferenceUnits": units,
+        "maxInferenceUnits": max_units,
+        "estimatedCostUsd": round(minutes / 60 * units * usd_per_inference_unit_hour, 4),
+        "estimate": (
+            f"RUNNING minutes seen by this run x {units} inference unit(s) x "
+            f"${usd_per_inference_unit_hour:.2f} per inference-unit hour"
+            + ("; auto-scaling may have added units (see InServiceInferenceUnits)" if max_units else "")
+        ),
+        **counts,
+        "drainTimeLimitReached": bool(run.get("drainTimeLimitReached")),
+    }
+    for optional in ("error", "leftover"):
+        if summary.get(optional) is not None:
+            record[optional] = summary[optional]
+    execution_input = event.get("input")
+    if isinstance(execution_input, dict) and isinstance(execution_input.get("cleanup"), dict):
+        record["cleanupOf"] = execution_input["cleanup"]
+    if problems:
+        record["problems"] = problems
+    return record
+
+
+def count_processor_metrics(settings: Settings, started_at: datetime, ended_at: datetime) -> dict[str, int]:
+    """Sums of the processor's per-image metrics over the run, whole minutes at both ends (only one
+    run holds the mapping at a time, and the state machine waits for the metrics to settle)."""
+    start = started_at.replace(second=0, microsecond=0)
+    end = ended_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    queries = [
+        {
+            "Id": f"m{index}",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": settings.metrics_namespace,
+                    "MetricName": name,
+                    "Dimensions": [{"Name": "service", "Value": settings.metrics_service}],
+                },
+                "Period": METRIC_PERIOD_SECONDS,
+                "Stat": "Sum",
+            },
+            "ReturnData": True,
+        }
+        for index, name in enumerate(COUNTED_METRICS)
+    ]
+    totals = dict.fromkeys(COUNTED_METRICS.values(), 0)
+    fields = {f"m{index}": field for index, field in enumerate(COUNTED_METRICS.values())}
+    for page in (
+        client("cloudwatch")
+        .get_paginator("get_metric_data")
+        .paginate(MetricDataQueries=queries, StartTime=start, EndTime=end)
+    ):
+        for result in page["MetricDataResults"]:
+            totals[fields[result["Id"]]] += round(sum(result["Values"]))
+    return totals
+
+
+def count_messages(queue_url: str) -> int:
+    attributes = client("sqs").get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+def measure(settings: Settings, started_at: datetime, ended_at: datetime) -> tuple[dict[str, Any], list[str]]:
+    """Each count on its own: one failing leaves that field null and says why, the rest stand."""
+    counts: dict[str, Any] = dict.fromkeys(COUNTED_METRICS.values())
+    problems = []
+    try:
+        counts.update(count_processor_metrics(settings, started_at, ended_at))
+    except (BotoCoreError, ClientError) as error:
+        problems.append(f"processor metrics not counted: {error}")
+    queues = (
+        ("messagesLeftInQueue", settings.queue_url),
+        ("deadLetterQueueMessages", settings.dead_letter_queue_url),
+    )
+    for field, url in queues:
+        try:
+            counts[field] = count_messages(url)
+        except (BotoCoreError, ClientError) as error:
+            counts[field] = None
+            problems.append(f"{field} not counted: {error}")
+    return counts, problems
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = Settings.from_environment()
+    run = event["summary"].get("run") or {}
+    started_at, ended_at = parse_time(run["startedAt"]), parse_time(event["endedAt"])
+    counts, problems = measure(settings, started_at, ended_at)
+    record = build_record(
+        event, counts, problems, usd_per_inference_unit_hour=settings.usd_per_inference_unit_hour
+    )
+    key = record_key(settings.runs_prefix, started_at, event["executionName"])
+    record["recordLocation"] = f"s3://{settings.bucket}/{key}"
+    # A failed write raises: the state machine then sends its own summary with the error.
+    client("s3").put_object(
+        Bucket=settings.bucket,
+        Key=key,
+        Body=json.dumps(record, indent=2).encode(),
+        ContentType="application/json",
+    )
+    logger.info("run record written", extra={"key": key, "outcome": record["outcome"]})
+    return record

@@ -1,0 +1,273 @@
+"""The run recorder Lambda on its own: the record it builds from a state machine summary, the counts it
+takes from CloudWatch and SQS (moto), and what happens when a count or the write fails."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools import Metrics
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from emulated_aws.event_source_mapping import LambdaContext
+from emulated_aws.metrics import put_emf_blob
+from lambdas.run_recorder import app
+from stacks.config import PROCESSOR_METRICS_NAMESPACE, PROCESSOR_SERVICE_NAME, PipelineConfig
+
+REGION = "us-east-1"
+BUCKET = "customlabels-test-images"
+PROJECT_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/p/1700000000000"
+VERSION_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/p/version/p.v1/1700000000001"
+STARTED = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:batch-run:run-1"
+SERVICE = [{"Name": "service", "Value": PROCESSOR_SERVICE_NAME}]
+CACHED_CLIENTS = app.client  # tests may swap app.client; the cache to clear is this one's
+
+
+def at(minutes: float) -> str:
+    """A Step Functions timestamp `minutes` after the run started."""
+    return (STARTED + timedelta(minutes=minutes)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def settings(**overrides: Any) -> dict[str, Any]:
+    return {"minInferenceUnits": 1, "maxInferenceUnits": 0, "metricsSettleSeconds": 120} | overrides
+
+
+def success_event(**run: Any) -> dict[str, Any]:
+    return {
+        "summary": {
+            "outcome": "SUCCEEDED",
+            "run": {
+                "execution": EXECUTION,
+                "startedAt": at(0),
+                "startedModel": True,
+                "modelRunning": {"at": at(10)},
+                "modelStopRequested": {"at": at(25)},
+            }
+            | run,
+            "inferenceUnits": 1,
+            "modelHeldSeconds": 900,
+        },
+        "settings": settings(),
+        "input": {"trigger": "schedule"},
+        "executionName": "run-1",
+        "endedAt": at(28),
+    }
+
+
+def build(event: dict[str, Any], price: float = 4.0) -> dict[str, Any]:
+    return app.build_record(event, {}, [], usd_per_inference_unit_hour=price)
+
+
+# ---- the record, from the summary ------------------------------------------------------------
+
+
+def test_minutes_and_cost_run_from_running_to_the_stop_request():
+    record = build(success_event())
+    assert record["outcome"] == "SUCCEEDED"
+    assert record["startedAt"] == STARTED.isoformat().replace("+00:00", "Z")
+    assert record["endedAt"] == at(28).replace(".000Z", "Z")
+    assert record["durationSeconds"] == 28 * 60
+    assert record["modelRunningFrom"] == at(10).replace(".000Z", "Z")
+    assert record["modelStopRequestedAt"] == at(25).replace(".000Z", "Z")
+    assert record["modelRunningMinutes"] == 15
+    assert record["estimatedCostUsd"] == 1.0  # 15 minutes of 1 IU at $4/IU-hour
+    assert record["trigger"] == "schedule"
+    assert record["execution"] == EXECUTION
+
+
+def test_cost_scales_with_units_and_price_and_says_so_under_auto_scaling():
+    event = success_event()
+    event["settings"] = settings(minInferenceUnits=2, maxInferenceUnits=5)
+    record = build(event, price=3.0)
+    assert record["inferenceUnits"] == 2
+    assert record["maxInferenceUnits"] == 5
+    assert record["estimatedCostUsd"] == pytest.approx(15 / 60 * 2 * 3.0)
+    assert "auto-scaling" in record["estimate"]
+    assert "auto-scaling" not in build(success_event())["estimate"]
+
+
+def test_failure_after_running_counts_until_the_clean_up_began():
+    event = success_event(modelStopRequested=None, cleanUp={"at": at(16)})
+    event["summary"]["outcome"] = "FAILED"
+    event["summary"]["error"] = {"Error": "MappingDidNotEnable", "Cause": "..."}
+    record = build(event)
+    assert record["modelRunningMinutes"] == 6
+    assert record["error"] == {"Error": "MappingDidNotEnable", "Cause": "..."}
+
+
+def test_a_model_never_seen_running_costs_nothing():
+    event = success_event(modelRunning=None, modelStopRequested=None, cleanUp={"at": at(45)})
+    event["summary"]["outcome"] = "FAILED"
+    record = build(event)
+    assert record["modelRunningFrom"] is None
+    assert record["modelRunningMinutes"] == 0
+    assert record["estimatedCostUsd"] == 0
+
+
+def test_a_model_still_running_at_the_end_counts_to_the_end():
+    record = build(success_event(modelStopRequested=None))
+    assert record["modelRunningMinutes"] == 18
+
+
+@pytest.mark.parametrize(
+    ("execution_input", "trigger"),
+    [
+        ({"trigger": "schedule"}, "schedule"),
+        ({"trigger": "manual"}, "manual"),
+        ({}, "manual"),
+        ("not an object", "manual"),
+        ({"cleanup": {"execution": "arn:x", "status": "ABORTED"}}, "cleanup"),
+    ],
+)
+def test_trigger_comes_from_the_execution_input(execution_input, trigger):
+    event = success_event()
+    event["input"] = execution_input
+    record = build(event)
+    assert record["trigger"] == trigger
+    if trigger == "cleanup":
+        assert record["cleanupOf"] == {"execution": "arn:x", "status": "ABORTED"}
+    else:
+        assert "cleanupOf" not in record
+
+
+def test_record_keys_sort_by_start_time_and_are_safe():
+    early = app.record_key("runs/", STARTED, "b-name")
+    late = app.record_key("runs/", STARTED + timedelta(seconds=1), "a-name")
+    assert early < late
+    assert early == f"runs/{STARTED:%Y-%m-%dT%H-%M-%SZ}_b-name.json"
+    assert app.record_key("runs/", STARTED, "odd name/ü").endswith("_odd-name--.json")
+
+
+# ---- the handler, on moto ------------------------------------------------------------------
+
+
+class Aws:
+    def __init__(self) -> None:
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+        self.s3.create_bucket(Bucket=BUCKET)
+        self.queue_url = self.sqs.create_queue(QueueName="images")["QueueUrl"]
+        self.dlq_url = self.sqs.create_queue(QueueName="images-dlq")["QueueUrl"]
+
+    def metric(self, name: str, value: float, minutes: float) -> None:
+        self.cloudwatch.put_metric_data(
+            Namespace=PROCESSOR_METRICS_NAMESPACE,
+            MetricData=[
+                {
+                    "MetricName": name,
+                    "Dimensions": SERVICE,
+                    "Value": value,
+                    "Unit": "Count",
+                    "Timestamp": STARTED + timedelta(minutes=minutes),
+                }
+            ],
+        )
+
+    def record(self, key: str) -> dict[str, Any]:
+        return json.loads(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }.items():
+        monkeypatch.setenv(name, value)
+    CACHED_CLIENTS.cache_clear()
+    with mock_aws():
+        resources = Aws()
+        config = PipelineConfig(project_arn=PROJECT_ARN, project_version_arn=VERSION_ARN)
+        environment = config.run_recorder_environment(
+            bucket=BUCKET, queue_url=resources.queue_url, dead_letter_queue_url=resources.dlq_url
+        )
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        yield resources
+    CACHED_CLIENTS.cache_clear()
+
+
+CONTEXT = LambdaContext(
+    function_name="run-recorder",
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:run-recorder",
+    memory_limit_in_mb=256,
+    aws_request_id="test",
+    timeout_seconds=60,
+)
+
+
+def test_handler_counts_the_runs_metrics_and_queues_and_writes_the_record(aws):
+    for minute in (11, 12, 20):
+        aws.metric("ImagesLabeled", 5, minute)
+    aws.metric("ErrorRecords", 2, 12)
+    aws.metric("LabelsFound", 9, 12)
+    aws.metric("ImagesLabeled", 100, -30)  # an earlier run: outside this one
+    aws.metric("ImagesLabeled", 100, 40)  # after this run ended
+    aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody="{}")
+    for _ in range(3):
+        aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody="{}")
+
+    returned = app.lambda_handler(success_event(), CONTEXT)
+
+    key = f"runs/{STARTED:%Y-%m-%dT%H-%M-%SZ}_run-1.json"
+    assert returned["recordLocation"] == f"s3://{BUCKET}/{key}"
+    assert aws.record(key) == returned
+    assert returned["imagesLabeled"] == 15
+    assert returned["errorRecords"] == 2
+    assert returned["labelsFound"] == 9
+    assert returned["messagesLeftInQueue"] == 1
+    assert returned["deadLetterQueueMessages"] == 3
+    assert returned["modelRunningMinutes"] == 15
+    assert "problems" not in returned
+    head = aws.s3.head_object(Bucket=BUCKET, Key=key)
+    assert head["ContentType"] == "application/json"
+
+
+def test_a_count_that_fails_leaves_that_field_null_and_says_why(aws, monkeypatch):
+    real_client = app.client
+
+    class BrokenCloudWatch:
+        def get_paginator(self, name):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetMetricData")
+
+    monkeypatch.setattr(
+        app, "client", lambda service: BrokenCloudWatch() if service == "cloudwatch" else real_client(service)
+    )
+    record = app.lambda_handler(success_event(), CONTEXT)
+    assert record["imagesLabeled"] is None and record["errorRecords"] is None
+    assert record["messagesLeftInQueue"] == 0  # the other counts still stand
+    assert len(record["problems"]) == 1 and "AccessDenied" in record["problems"][0]
+    assert record["estimatedCostUsd"] == 1.0
+
+
+def test_a_failed_write_raises_so_the_state_machine_sends_its_own_summary(aws):
+    aws.s3.delete_bucket(Bucket=BUCKET)
+    with pytest.raises(ClientError, match="NoSuchBucket"):
+        app.lambda_handler(success_event(), CONTEXT)
+
+
+# ---- what the emulator feeds it ------------------------------------------------------------
+
+
+def test_emulated_emf_extraction_gives_the_counts_powertools_emitted(aws):
+    """The emulator turns each flushed EMF blob into datapoints, as CloudWatch does with the log."""
+    metrics = Metrics(namespace=PROCESSOR_METRICS_NAMESPACE, service=PROCESSOR_SERVICE_NAME)
+    for _ in range(4):
+        metrics.add_metric(name="ImagesLabeled", unit="Count", value=1)
+    metrics.add_metric(name="LabelsFound", unit="Count", value=7)
+    blob = metrics.serialize_metric_set()
+    metrics.clear_metrics()
+    put_emf_blob(aws.cloudwatch, blob, STARTED + timedelta(minutes=12))
+
+    counts = app.count_processor_metrics(
+        app.Settings.from_environment(), STARTED, STARTED + timedelta(minutes=20)
+    )
+    assert counts == {"imagesLabeled": 4, "errorRecords": 0, "labelsFound": 7}
