@@ -33,8 +33,11 @@ COST_EXPRESSION = "RUNNING_SUM(FILL(units, 0) * PERIOD(units) / 3600) * 4.0"
 
 @pytest.fixture(scope="session")
 def alarms_off(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
-    """The stack with alarmsEnabled false."""
-    return synthesize(tmp_path_factory.mktemp("cdk-out-alarms-off"), {"alarmsEnabled": "false"})
+    """The stack with alarmsEnabled false (and another price, to see it reach every estimate)."""
+    return synthesize(
+        tmp_path_factory.mktemp("cdk-out-alarms-off"),
+        {"alarmsEnabled": "false", "usdPerInferenceUnitHour": "4.25"},
+    )
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -301,11 +304,19 @@ def test_processor_metrics_are_the_ones_the_handler_emits(synth):
     assert emitted == graphed_names == {"ImagesLabeled", "ErrorRecords", "TransientFailures", "LabelsFound"}
 
 
+def test_the_configured_price_reaches_the_cost_widget_and_the_run_recorder(alarms_off):
+    (cost,) = [w for title, w in widgets(alarms_off).items() if title.startswith("Estimated model cost")]
+    assert cost["metrics"][0][0]["expression"] == COST_EXPRESSION.replace("* 4.0", "* 4.25")
+    recorder_id = alarms_off.logical_id("AWS::Lambda::Function", "RunRecorderFunction")
+    variables = alarms_off.resources[recorder_id]["Properties"]["Environment"]["Variables"]
+    assert variables["USD_PER_INFERENCE_UNIT_HOUR"] == "4.25"
+
+
 def test_no_alarms_when_alarms_are_disabled(alarms_off):
     assert alarms_off.of_type("AWS::CloudWatch::Alarm") == {}
     assert not [w for w in widgets(alarms_off).values() if "alarms" in w]
     # The dashboard stays.
-    assert "Estimated model cost, USD (an estimate at $4/IU-hour)" in widgets(alarms_off)
+    assert "Estimated model cost, USD (an estimate at $4.25/IU-hour)" in widgets(alarms_off)
     assert alarms_off.validation_error is None
     assert alarms_off.violations() == []
 
