@@ -31,7 +31,6 @@ PRICE_PER_TRANSITION = 0.025 / 1000
 TPS_PER_IU = 5.0
 # One run per scenario, no re-firing schedule: the comparison is per batch.
 CONTEXT = {"scheduleEnabled": "false"}
-PRICE_PER_INFERENCE_UNIT_HOUR = emulated_config(CONTEXT).usd_per_inference_unit_hour
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,9 @@ def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
         "imagesByOutcome": report["imagesByOutcome"],
         "modelFinalStatus": report["model"]["finalStatus"],
         "estimatedCostUsd": round(
-            billed / 60 * PRICE_PER_INFERENCE_UNIT_HOUR + transitions * PRICE_PER_TRANSITION, 4
+            billed / 60 * report["settings"]["pricePerInferenceUnitHour"]
+            + transitions * PRICE_PER_TRANSITION,
+            4,
         ),
         "emulatedSeconds": report["durations"]["emulatedSeconds"],
         "wallSeconds": round(wall_seconds, 1),
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
         },
         "wallSeconds": round(elapsed, 1),
-        "pricePerInferenceUnitHour": PRICE_PER_INFERENCE_UNIT_HOUR,
+        "pricePerInferenceUnitHour": config.usd_per_inference_unit_hour,
         "tpsPerInferenceUnit": TPS_PER_IU,
         "scenarios": [asdict(s) for s in scenarios],
         "runs": rows,

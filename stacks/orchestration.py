@@ -9,13 +9,11 @@ from aws_cdk import Acknowledgment, RemovalPolicy, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.config import CLEANUP_INPUT_PREFIX, CLEANUP_STATUSES, STATE_MACHINE_ASL
-
-LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+from stacks.functions import owned_log_group
 
 
 class Orchestration(Construct):
@@ -39,12 +37,7 @@ class Orchestration(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
 
-        self.log_group = logs.LogGroup(
-            self,
-            "LogGroup",
-            retention=LOG_RETENTION,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        self.log_group = owned_log_group(self)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

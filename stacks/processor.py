@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from stacks.config import REPO_ROOT
+from stacks.functions import acknowledge_prefix_access, powertools_layer_parameter, python_function
 
-# The newest runtime both cdk-nag (AwsSolutions-L1) and the Powertools v3 public layer support.
-RUNTIME = lambda_.Runtime.PYTHON_3_14
-ARCHITECTURE = lambda_.Architecture.ARM_64
 HANDLER = "processor.app.lambda_handler"
-LAMBDA_CODE_DIR = REPO_ROOT / "lambdas"
-LOG_RETENTION = logs.RetentionDays.ONE_MONTH
-
-
-def powertools_layer_parameter(*, powertools_version: str) -> str:
-    """Public SSM parameter AWS publishes for each Powertools release, e.g.
-    /aws/service/powertools/python/arm64/python3.14/3.37.0 -> the layer version ARN in that region."""
-    arch = "arm64" if ARCHITECTURE.name == lambda_.Architecture.ARM_64.name else "x86_64"
-    return f"/aws/service/powertools/python/{arch}/{RUNTIME.name}/{powertools_version}"
 
 
 class Processor(Construct):
@@ -52,27 +39,24 @@ class Processor(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
 
-        self.log_group = logs.LogGroup(
-            self,
-            "LogGroup",
-            retention=LOG_RETENTION,
-            removal_policy=RemovalPolicy.DESTROY,
+        layer_arn = ssm.StringParameter.value_for_string_parameter(
+            self, powertools_layer_parameter(powertools_version=powertools_version)
         )
-
-        # An explicit role instead of CDK's default, which attaches the AWS managed
-        # AWSLambdaBasicExecutionRole (log writes to every log group in the account).
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Custom Labels batch processor: read queued images, write results, call the model",
+        # Shared with the run recorder.
+        self.powertools_layer = lambda_.LayerVersion.from_layer_version_arn(
+            self, "PowertoolsLayer", layer_arn
         )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="WriteOwnLogs",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[self.log_group.log_group_arn],
-            )
+        self.function, self.role, self.log_group = python_function(
+            self,
+            handler=HANDLER,
+            description="Labels queued S3 images with the Rekognition Custom Labels model",
+            role_description="Custom Labels batch processor: read queued images, write results, call the "
+            "model",
+            layers=[self.powertools_layer],
+            environment=environment,
+            timeout_seconds=timeout_seconds,
+            memory_mb=memory_mb,
+            tracing=lambda_.Tracing.ACTIVE,
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
@@ -97,30 +81,6 @@ class Processor(Construct):
                 actions=["rekognition:DetectCustomLabels"],
                 resources=[project_version_arn],
             )
-        )
-
-        layer_arn = ssm.StringParameter.value_for_string_parameter(
-            self, powertools_layer_parameter(powertools_version=powertools_version)
-        )
-        # Shared with the run recorder.
-        self.powertools_layer = lambda_.LayerVersion.from_layer_version_arn(
-            self, "PowertoolsLayer", layer_arn
-        )
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler=HANDLER,
-            code=lambda_code(),
-            layers=[self.powertools_layer],
-            timeout=Duration.seconds(timeout_seconds),
-            memory_size=memory_mb,
-            environment=environment,
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=self.log_group,
-            role=self.role,
-            description="Labels queued S3 images with the Rekognition Custom Labels model",
         )
 
         # ReceiveMessage/DeleteMessage/GetQueueAttributes for the mapping, and ChangeMessageVisibility,
@@ -150,22 +110,4 @@ class Processor(Construct):
             )
         )
         for prefix in (input_prefix, results_prefix, errors_prefix):
-            Validations.of(self.role).acknowledge(
-                Acknowledgment(
-                    id=f"AwsSolutions-IAM5[Resource::<{bucket_logical_id(bucket)}.Arn>/{prefix}*]",
-                    reason=f"Object access is limited to the '{prefix}' prefix of the pipeline's own "
-                    "bucket; object keys are not known in advance.",
-                )
-            )
-
-
-def lambda_code() -> lambda_.Code:
-    """One asset for both functions: the `lambdas/` directory, each function naming its handler."""
-    return lambda_.Code.from_asset(
-        str(LAMBDA_CODE_DIR), exclude=["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
-    )
-
-
-def bucket_logical_id(bucket: s3.IBucket) -> str:
-    cfn = bucket.node.default_child
-    return Stack.of(bucket).get_logical_id(cfn)
+            acknowledge_prefix_access(self.role, bucket, prefix)

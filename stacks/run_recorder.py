@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.processor import ARCHITECTURE, LOG_RETENTION, RUNTIME, bucket_logical_id, lambda_code
+from stacks.functions import acknowledge_prefix_access, python_function
 
 HANDLER = "run_recorder.app.lambda_handler"
 
@@ -32,21 +31,15 @@ class RunRecorder(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
 
-        self.log_group = logs.LogGroup(
-            self, "LogGroup", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY
-        )
-        self.role = iam.Role(
+        self.function, self.role, self.log_group = python_function(
             self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Custom Labels batch run recorder: count a run's work and write its run record",
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="WriteOwnLogs",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[self.log_group.log_group_arn],
-            )
+            handler=HANDLER,
+            description="Writes each Custom Labels batch run's JSON record (minutes, cost, counts) to S3",
+            role_description="Custom Labels batch run recorder: count a run's work and write its run record",
+            layers=[powertools_layer],
+            environment=environment,
+            timeout_seconds=60,
+            memory_mb=256,
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
@@ -70,31 +63,11 @@ class RunRecorder(Construct):
             )
         )
 
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler=HANDLER,
-            code=lambda_code(),
-            layers=[powertools_layer],
-            timeout=Duration.seconds(60),
-            memory_size=256,
-            environment=environment,
-            log_group=self.log_group,
-            role=self.role,
-            description="Writes each Custom Labels batch run's JSON record (minutes, cost, counts) to S3",
-        )
-
         Validations.of(self.role).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
                 reason="cloudwatch:GetMetricData supports no resource-level permissions; the function "
                 "reads only the processor's metrics.",
-            ),
-            Acknowledgment(
-                id=f"AwsSolutions-IAM5[Resource::<{bucket_logical_id(bucket)}.Arn>/{runs_prefix}*]",
-                reason=f"Writes are limited to the '{runs_prefix}' prefix of the pipeline's own bucket; "
-                "record keys are not known in advance.",
-            ),
+            )
         )
+        acknowledge_prefix_access(self.role, bucket, runs_prefix)

@@ -22,8 +22,8 @@ from aws_cdk.assertions import Match, Template
 
 import app as cdk_app
 from stacks.config import CDK_JSON, REPO_ROOT, STATE_MACHINE_ASL, ConfigError, PipelineConfig
+from stacks.functions import powertools_layer_parameter
 from stacks.orchestration import CLEANUP_INPUT_PREFIX
-from stacks.processor import powertools_layer_parameter
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

@@ -21,8 +21,8 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from test_infrastructure import ACCOUNT, REGION, Synthesis, synth, synthesize
 
+from stacks.functions import LAMBDA_CODE_DIR
 from stacks.monitoring import Monitoring
-from stacks.processor import LAMBDA_CODE_DIR
 
 __all__ = ["synth"]  # test_infrastructure's session fixture, imported so pytest finds it here
 

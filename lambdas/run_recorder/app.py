@@ -155,7 +155,7 @@ def count_processor_metrics(settings: Settings, started_at: datetime, ended_at: 
     end = ended_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
     queries = [
         {
-            "Id": f"m{index}",
+            "Id": field,  # the record's field names are valid query ids
             "MetricStat": {
                 "Metric": {
                     "Namespace": settings.metrics_namespace,
@@ -167,17 +167,16 @@ def count_processor_metrics(settings: Settings, started_at: datetime, ended_at: 
             },
             "ReturnData": True,
         }
-        for index, name in enumerate(COUNTED_METRICS)
+        for name, field in COUNTED_METRICS.items()
     ]
     totals = dict.fromkeys(COUNTED_METRICS.values(), 0)
-    fields = {f"m{index}": field for index, field in enumerate(COUNTED_METRICS.values())}
     for page in (
         client("cloudwatch")
         .get_paginator("get_metric_data")
         .paginate(MetricDataQueries=queries, StartTime=start, EndTime=end)
     ):
         for result in page["MetricDataResults"]:
-            totals[fields[result["Id"]]] += round(sum(result["Values"]))
+            totals[result["Id"]] += round(sum(result["Values"]))
     return totals
 
 
