@@ -8,11 +8,13 @@ CDK_CONTEXT ?= -c projectArn=arn:aws:rekognition:us-east-1:123456789012:project/
 	-c projectVersionArn=arn:aws:rekognition:us-east-1:123456789012:project/my-project/version/my-project.v1/1700000000000
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup browser demo test lint format synth deploy bench clean
+.PHONY: setup browser demo test lint format synth deploy bench lock readme clean
 
-$(VENV)/.installed: requirements.txt
+# The locked packages, then this project itself (editable: the console script runs this checkout).
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -28,7 +30,7 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; }
 
 demo: $(VENV)/.installed
-	$(PY) -m cli demo $(ARGS)
+	$(VENV)/bin/customlabels-batch demo $(ARGS)
 
 test: setup browser
 	$(PY) -m ruff check .
@@ -51,7 +53,16 @@ deploy: setup
 	npx cdk deploy $(CDK_CONTEXT)
 
 bench: $(VENV)/.installed
-	$(PY) -m bench $(ARGS)
+	$(PY) -m customlabels_batch.bench $(ARGS)
+
+# Regenerate the lock from pyproject.toml's direct dependencies (pip-tools), keeping existing pins.
+lock: $(VENV)/.installed
+	$(VENV)/bin/pip-compile --quiet --strip-extras --extra deploy --extra dev --no-emit-index-url \
+		--no-emit-find-links --no-emit-trusted-host -o requirements.txt pyproject.toml
+
+# Rewrite the README's configuration table from the settings declaration.
+readme: $(VENV)/.installed
+	$(PY) -m customlabels_batch.settings --write-readme README.md
 
 clean:
 	rm -rf cdk.out demo-output bench-output .pytest_cache .ruff_cache

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CDK app: reads the pipeline configuration from context and synthesizes the stack, checked by cdk-nag."""
+"""CDK app: reads the pipeline's settings from context and synthesizes the stack, checked by cdk-nag."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ import sys
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import CDK_JSON, ConfigError, PipelineConfig
+from customlabels_batch.settings import ConfigError, Settings
+from stacks.functions import REPO_ROOT
 from stacks.pipeline_stack import PipelineStack
 
-DEFAULT_STACK_NAME = "CustomLabelsBatchPipeline"
+CDK_JSON = REPO_ROOT / "cdk.json"
 
 
 def build(app: cdk.App) -> PipelineStack:
     """Create the stack in `app` from its context; raises ConfigError on bad configuration."""
-    config = PipelineConfig.from_context(app.node.try_get_context)
-    stack_name = app.node.try_get_context("stackName") or DEFAULT_STACK_NAME
+    config = Settings.from_context(app.node.get_all_context())
     stack = PipelineStack(
         app,
-        stack_name,
+        config.stack_name,
         config=config,
         # The bucket must be in the model's region (DetectCustomLabels reads S3 in-region), and a
         # model can only be called from its own account.

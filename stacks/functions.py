@@ -1,29 +1,49 @@
-"""What the stack's Lambda functions share: runtime, one code asset, a log group of their own, and an
-explicit role that may write to that log group and nowhere else."""
+"""What the stack's Lambda functions share: runtime, one code asset (the `lambdas` package), the
+Powertools public layer, a log group of their own, and an explicit role that may write to that log
+group and nowhere else."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from stacks.config import REPO_ROOT
+from customlabels_batch.settings import Settings, Use
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 # The newest runtime both cdk-nag (AwsSolutions-L1) and the Powertools v3 public layer support.
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
-LAMBDA_CODE_DIR = REPO_ROOT / "lambdas"
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+# The asset is the repository's `lambdas/` folder as a package (the handlers import lambdas/settings.py
+# relatively), nothing else.
+CODE_ASSET_EXCLUDE = ["*", ".*", "!lambdas", "!lambdas/**", "**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
 
 
 def powertools_layer_parameter(*, powertools_version: str) -> str:
-    """Public SSM parameter AWS publishes for each Powertools release, e.g.
-    /aws/service/powertools/python/arm64/python3.14/3.37.0 -> the layer version ARN in that region."""
+    """The public SSM parameter Powertools publishes for each release, runtime and architecture.
+
+    Path format `/aws/service/powertools/python/{arch}/{python_version}/{version}`, `arm64` and
+    `x86_64`, runtimes python3.10-python3.14: Powertools' installation guide, "Using SSM Parameter
+    Store" (https://docs.aws.amazon.com/powertools/python/latest/getting-started/install/), and the
+    workflow that writes them (aws-powertools/powertools-lambda-python, .github/workflows/update_ssm.yml).
+    python3.14 layers exist from 3.23.0; the versioned python3.14 parameters are written correctly
+    from 3.24.0 (powertools-lambda-python#7689, fixed by #7695), so settings refuse older releases."""
     arch = "arm64" if ARCHITECTURE.name == lambda_.Architecture.ARM_64.name else "x86_64"
     return f"/aws/service/powertools/python/{arch}/{RUNTIME.name}/{powertools_version}"
+
+
+def powertools_layer(scope: Construct, *, config: Settings) -> lambda_.ILayerVersion:
+    layer_arn = ssm.StringParameter.value_for_string_parameter(
+        scope, powertools_layer_parameter(powertools_version=config.powertools_version)
+    )
+    return lambda_.LayerVersion.from_layer_version_arn(scope, "PowertoolsLayer", layer_arn)
 
 
 def owned_log_group(scope: Construct) -> logs.LogGroup:
@@ -34,16 +54,19 @@ def owned_log_group(scope: Construct) -> logs.LogGroup:
 def python_function(
     scope: Construct,
     *,
+    config: Settings,
+    use: Use,
     handler: str,
     description: str,
     role_description: str,
-    layers: list[lambda_.ILayerVersion],
-    environment: dict[str, str],
+    layer: lambda_.ILayerVersion,
+    resources: dict[str, str],
     timeout_seconds: int,
     memory_mb: int,
     tracing: lambda_.Tracing | None = None,
 ) -> tuple[lambda_.Function, iam.Role, logs.LogGroup]:
-    """`Function`, `Role` and `LogGroup` in `scope`, from the shared `lambdas/` asset."""
+    """`Function`, `Role` and `LogGroup` in `scope`, from the shared asset, with the settings `use`
+    reads (and the `resources` it works on) in its environment."""
     log_group = owned_log_group(scope)
     # An explicit role instead of CDK's default, which attaches the AWS managed
     # AWSLambdaBasicExecutionRole (log writes to every log group in the account).
@@ -62,14 +85,12 @@ def python_function(
         "Function",
         runtime=RUNTIME,
         architecture=ARCHITECTURE,
-        handler=handler,
-        code=lambda_.Code.from_asset(
-            str(LAMBDA_CODE_DIR), exclude=["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
-        ),
-        layers=layers,
+        handler=f"lambdas.{handler}",
+        code=lambda_.Code.from_asset(str(REPO_ROOT), exclude=CODE_ASSET_EXCLUDE),
+        layers=[layer],
         timeout=Duration.seconds(timeout_seconds),
         memory_size=memory_mb,
-        environment=environment,
+        environment=config.function_environment(use, **resources),
         tracing=tracing,
         log_group=log_group,
         role=role,

@@ -8,6 +8,8 @@ from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from customlabels_batch.settings import Settings
+
 # SQS's maximum: images wait for the next run, and a run may be hours away.
 MESSAGE_RETENTION = Duration.days(14)
 _NOTIFICATIONS_HANDLER_ID_PREFIX = "BucketNotificationsHandler"
@@ -17,15 +19,7 @@ _BASIC_EXECUTION_POLICY = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWS
 class Ingest(Construct):
     """Bucket -> (object created under the input prefix) -> queue -> DLQ after max receives."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        input_prefix: str,
-        visibility_timeout_seconds: int,
-        max_receive_count: int,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: Settings) -> None:
         super().__init__(scope, construct_id)
 
         self.access_log_bucket = s3.Bucket(
@@ -66,9 +60,9 @@ class Ingest(Construct):
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=MESSAGE_RETENTION,
-            visibility_timeout=Duration.seconds(visibility_timeout_seconds),
+            visibility_timeout=Duration.seconds(config.visibility_timeout_seconds),
             dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dead_letter_queue, max_receive_count=max_receive_count
+                queue=self.dead_letter_queue, max_receive_count=config.max_receive_count
             ),
             removal_policy=RemovalPolicy.DESTROY,
         )
@@ -78,7 +72,7 @@ class Ingest(Construct):
         self.bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
             s3n.SqsDestination(self.queue),
-            s3.NotificationKeyFilter(prefix=input_prefix),
+            s3.NotificationKeyFilter(prefix=config.input_prefix),
         )
         # The notification is configured by CDK's singleton custom-resource handler (it orders the
         # queue policy before the bucket configuration, which a plain template cannot).

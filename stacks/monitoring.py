@@ -7,11 +7,19 @@ import math
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
-from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+
+from customlabels_batch.settings import (
+    CLI_NAME,
+    PROCESSOR_METRICS_NAMESPACE,
+    PROCESSOR_SERVICE_NAME,
+    Settings,
+)
+from stacks.ingest import Ingest
+from stacks.notifications import Notifications
+from stacks.orchestration import Orchestration
+from stacks.processor import Processor
 
 REKOGNITION_NAMESPACE = "AWS/Rekognition"
 IN_SERVICE_INFERENCE_UNITS = "InServiceInferenceUnits"
@@ -20,8 +28,6 @@ IN_SERVICE_INFERENCE_UNITS = "InServiceInferenceUnits"
 MODEL_METRIC_PERIOD = Duration.minutes(1)
 # The model alarm counts 5-minute periods, so one missing one-minute datapoint does not reset the count.
 MODEL_ALARM_PERIOD_MINUTES = 5
-# CloudWatch: evaluation periods x period may not exceed one day.
-MAX_ALARM_WINDOW_MINUTES = 24 * 60
 DLQ_ALARM_PERIOD = Duration.minutes(5)
 EXECUTION_ALARM_PERIOD = Duration.minutes(5)
 ERROR_RECORDS_ALARM_PERIOD = Duration.hours(1)
@@ -39,28 +45,17 @@ class Monitoring(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        queue: sqs.IQueue,
-        dead_letter_queue: sqs.IQueue,
-        function: lambda_.IFunction,
-        state_machine: sfn.IStateMachine,
-        topic: sns.ITopic,
-        project_name: str,
-        version_name: str,
-        processor_metrics_namespace: str,
-        processor_service: str,
-        model_in_service_alarm_minutes: int,
-        error_records_alarm_threshold: int,
-        alarms_enabled: bool,
-        usd_per_inference_unit_hour: float,
+        config: Settings,
+        ingest: Ingest,
+        processor: Processor,
+        orchestration: Orchestration,
+        notifications: Notifications,
     ) -> None:
         super().__init__(scope, construct_id)
-        if not MODEL_ALARM_PERIOD_MINUTES <= model_in_service_alarm_minutes <= MAX_ALARM_WINDOW_MINUTES:
-            raise ValueError(
-                f"model_in_service_alarm_minutes must be {MODEL_ALARM_PERIOD_MINUTES}-"
-                f"{MAX_ALARM_WINDOW_MINUTES} (CloudWatch evaluates at most one day), "
-                f"got {model_in_service_alarm_minutes}"
-            )
-        self._model_dimensions = {"ProjectName": project_name, "VersionName": version_name}
+        queue, dead_letter_queue = ingest.queue, ingest.dead_letter_queue
+        state_machine = orchestration.state_machine
+        usd_per_inference_unit_hour = config.usd_per_inference_unit_hour
+        self._model_dimensions = {"ProjectName": config.project_name, "VersionName": config.version_name}
 
         # ---- metrics ------------------------------------------------------------------------
         self.dlq_visible = dead_letter_queue.metric_approximate_number_of_messages_visible(
@@ -69,9 +64,9 @@ class Monitoring(Construct):
 
         def processor_metric(name: str, label: str) -> cw.Metric:
             return cw.Metric(
-                namespace=processor_metrics_namespace,
+                namespace=PROCESSOR_METRICS_NAMESPACE,
                 metric_name=name,
-                dimensions_map={"service": processor_service},
+                dimensions_map={"service": PROCESSOR_SERVICE_NAME},
                 statistic=cw.Stats.SUM,
                 period=Duration.minutes(5),
                 label=label,
@@ -116,7 +111,10 @@ class Monitoring(Construct):
             _graph("Labels found", [processor_metric("LabelsFound", "Labels found")]),
         )
         self.dashboard.add_widgets(
-            _graph("Processor errors and throttles", [function.metric_errors(), function.metric_throttles()]),
+            _graph(
+                "Processor errors and throttles",
+                [processor.function.metric_errors(), processor.function.metric_throttles()],
+            ),
             _graph("Model inference units in service", [inference_units]),
             _graph(
                 f"Estimated model cost, USD (an estimate at ${usd_per_inference_unit_hour:g}/IU-hour)",
@@ -128,13 +126,13 @@ class Monitoring(Construct):
         )
 
         self.alarms: list[cw.Alarm] = []
-        if not alarms_enabled:
+        if not config.alarms_enabled:
             self.dashboard.add_widgets(executions_widget)
             return
         self.alarms = self._add_alarms(
-            topic=topic,
-            model_in_service_alarm_minutes=model_in_service_alarm_minutes,
-            error_records_alarm_threshold=error_records_alarm_threshold,
+            topic=notifications.topic,
+            model_in_service_alarm_minutes=config.model_in_service_alarm_minutes,
+            error_records_alarm_threshold=config.error_records_alarm_threshold,
             usd_per_inference_unit_hour=usd_per_inference_unit_hour,
         )
         self.dashboard.add_widgets(
@@ -167,7 +165,7 @@ class Monitoring(Construct):
             self,
             "DeadLetterQueueAlarm",
             alarm_description="Messages are in the dead-letter queue: images that failed every delivery. "
-            "Check the processor's logs, then move them back with `python -m cli redrive`.",
+            f"Check the processor's logs, then move them back with `{CLI_NAME} redrive`.",
             metric=self.dlq_visible,
             threshold=1,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -184,7 +182,7 @@ class Monitoring(Construct):
             alarm_description=f"The Custom Labels model has had inference units in service for "
             f"{model_periods * MODEL_ALARM_PERIOD_MINUTES} minutes in a row (billed about "
             f"${usd_per_inference_unit_hour:g} per IU-hour). Look for a stuck run "
-            "(`python -m cli status`) or stop the model.",
+            f"(`{CLI_NAME} status`) or stop the model.",
             metric=self._in_service_units(cw.Stats.MINIMUM, Duration.minutes(MODEL_ALARM_PERIOD_MINUTES)),
             threshold=0,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,

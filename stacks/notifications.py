@@ -9,6 +9,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from customlabels_batch.settings import Settings
+
 # Services that publish to the topic on our behalf need the key to encrypt the message.
 _SERVICE_PUBLISHERS = ("events.amazonaws.com", "cloudwatch.amazonaws.com")
 # AWS's documented key-policy actions for services publishing to an SSE-KMS topic.
@@ -18,7 +20,7 @@ _SERVICE_KEY_ACTIONS = ("kms:GenerateDataKey*", "kms:Decrypt")
 class Notifications(Construct):
     """SNS topic for run summaries, failures and (later) alarms."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, email: str | None) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: Settings) -> None:
         super().__init__(scope, construct_id)
 
         self.key = kms.Key(
@@ -48,8 +50,8 @@ class Notifications(Construct):
             master_key=self.key,
             enforce_ssl=True,
         )
-        if email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+        if config.notification_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.notification_email))
 
     def grant_publish(self, grantee: iam.IGrantable) -> None:
         """sns:Publish on the topic plus the exact key actions SNS uses to encrypt the message

@@ -3,8 +3,6 @@ rule that cleans up after runs that failed, timed out or were aborted."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from aws_cdk import Acknowledgment, RemovalPolicy, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -12,8 +10,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.config import CLEANUP_INPUT_PREFIX, CLEANUP_STATUSES, STATE_MACHINE_ASL
+from customlabels_batch.settings import CLEANUP_INPUT_PREFIX, CLEANUP_STATUSES, STATE_MACHINE_ASL, Settings
 from stacks.functions import owned_log_group
+from stacks.ingest import Ingest
+from stacks.notifications import Notifications
+from stacks.processor import Processor
+from stacks.run_recorder import RunRecorder
 
 
 class Orchestration(Construct):
@@ -25,17 +27,16 @@ class Orchestration(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        definition_substitutions: dict[str, str],
-        project_arn: str,
-        project_version_arn: str,
-        queue_arn: str,
-        mapping_arn: str,
-        run_recorder_arn: str,
-        grant_publish: Callable[[iam.IGrantable], None],
-        schedule: str,
-        schedule_enabled: bool,
+        config: Settings,
+        ingest: Ingest,
+        processor: Processor,
+        run_recorder: RunRecorder,
+        notifications: Notifications,
     ) -> None:
         super().__init__(scope, construct_id)
+        queue_arn = ingest.queue.queue_arn
+        mapping_arn = processor.mapping.event_source_mapping_arn
+        run_recorder_arn = run_recorder.function.function_arn
 
         self.log_group = owned_log_group(self)
         self.state_machine = sfn.StateMachine(
@@ -43,7 +44,12 @@ class Orchestration(Construct):
             "StateMachine",
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_string(STATE_MACHINE_ASL.read_text()),
-            definition_substitutions=definition_substitutions,
+            definition_substitutions=config.definition_substitutions(
+                QueueUrl=ingest.queue.queue_url,
+                EventSourceMappingUuid=processor.mapping.event_source_mapping_id,
+                NotificationTopicArn=notifications.topic.topic_arn,
+                RunRecorderFunctionArn=run_recorder_arn,
+            ),
             logs=sfn.LogOptions(
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
             ),
@@ -66,7 +72,7 @@ class Orchestration(Construct):
                 sid="DescribeModel",
                 # DescribeProjectVersions is authorized on the project (resource type project*).
                 actions=["rekognition:DescribeProjectVersions"],
-                resources=[project_arn],
+                resources=[config.project_arn],
             )
         )
         role.add_to_principal_policy(
@@ -74,7 +80,7 @@ class Orchestration(Construct):
                 sid="StartAndStopModel",
                 # Start/StopProjectVersion are authorized on the version (resource type projectversion*).
                 actions=["rekognition:StartProjectVersion", "rekognition:StopProjectVersion"],
-                resources=[project_version_arn],
+                resources=[config.project_version_arn],
             )
         )
         role.add_to_principal_policy(
@@ -92,7 +98,7 @@ class Orchestration(Construct):
                 resources=[run_recorder_arn],
             )
         )
-        grant_publish(role)
+        notifications.grant_publish(role)
 
         # A statement naming the machine's own ARN in the role's default policy would be a cycle
         # (the machine depends on its default policy), so it lives in a policy of its own.
@@ -113,8 +119,8 @@ class Orchestration(Construct):
             self,
             "ScheduleRule",
             description="Starts a Custom Labels batch run (it exits at once when no image is queued)",
-            schedule=events.Schedule.expression(schedule),
-            enabled=schedule_enabled,
+            schedule=events.Schedule.expression(config.schedule),
+            enabled=config.schedule_enabled,
             targets=[
                 targets.SfnStateMachine(
                     self.state_machine,

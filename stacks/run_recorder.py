@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from customlabels_batch.settings import Settings, Use
 from stacks.functions import acknowledge_prefix_access, python_function
+from stacks.ingest import Ingest
+from stacks.processor import Processor
 
 HANDLER = "run_recorder.app.lambda_handler"
 
@@ -18,26 +18,23 @@ class RunRecorder(Construct):
     """Function + log group + a role that can write run records and count the run's work, nothing more."""
 
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        bucket: s3.IBucket,
-        runs_prefix: str,
-        queue: sqs.IQueue,
-        dead_letter_queue: sqs.IQueue,
-        environment: dict[str, str],
-        powertools_layer: lambda_.ILayerVersion,
+        self, scope: Construct, construct_id: str, *, config: Settings, ingest: Ingest, processor: Processor
     ) -> None:
         super().__init__(scope, construct_id)
 
         self.function, self.role, self.log_group = python_function(
             self,
+            config=config,
+            use=Use.RUN_RECORDER,
             handler=HANDLER,
             description="Writes each Custom Labels batch run's JSON record (minutes, cost, counts) to S3",
             role_description="Custom Labels batch run recorder: count a run's work and write its run record",
-            layers=[powertools_layer],
-            environment=environment,
+            layer=processor.powertools_layer,
+            resources={
+                "bucket": ingest.bucket.bucket_name,
+                "queueUrl": ingest.queue.queue_url,
+                "deadLetterQueueUrl": ingest.dead_letter_queue.queue_url,
+            },
             timeout_seconds=60,
             memory_mb=256,
         )
@@ -45,14 +42,14 @@ class RunRecorder(Construct):
             iam.PolicyStatement(
                 sid="WriteRunRecords",
                 actions=["s3:PutObject"],
-                resources=[bucket.arn_for_objects(f"{runs_prefix}*")],
+                resources=[ingest.bucket.arn_for_objects(f"{config.runs_prefix}*")],
             )
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="CountWhatIsLeftQueued",
                 actions=["sqs:GetQueueAttributes"],
-                resources=[queue.queue_arn, dead_letter_queue.queue_arn],
+                resources=[ingest.queue.queue_arn, ingest.dead_letter_queue.queue_arn],
             )
         )
         self.role.add_to_policy(
@@ -70,4 +67,4 @@ class RunRecorder(Construct):
                 "reads only the processor's metrics.",
             )
         )
-        acknowledge_prefix_access(self.role, bucket, runs_prefix)
+        acknowledge_prefix_access(self.role, ingest.bucket, config.runs_prefix)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bench.__main__ import main
+from customlabels_batch.bench.__main__ import main
 
 
 def test_bench_smoke_scenario_reports_both_policies_and_checks_itself(tmp_path, capsys):

@@ -7,7 +7,7 @@ import json
 
 from PIL import Image
 
-from cli.__main__ import main
+from customlabels_batch.cli import main
 
 
 def test_demo_writes_results_errors_report_and_gallery(tmp_path, capsys):

@@ -1,43 +1,246 @@
-"""Derived settings: concurrency and pacing follow the inference units unless set."""
+"""The settings declaration: every field type parses from the strings `-c key=value` gives, every bound
+and every rule across settings refuses what it should with a message naming the setting, and each
+consumer gets exactly the settings declared for it."""
 
 from __future__ import annotations
 
+import json
+import re
+from types import NoneType, UnionType
+from typing import Any, get_args
+
+import annotated_types
 import pytest
 
-from stacks.config import ConfigError, PipelineConfig
+from customlabels_batch.settings import (
+    CROSS_RULES,
+    EXAMPLE_PROJECT_ARN,
+    EXAMPLE_VERSION_ARN,
+    FUNCTION_SETTINGS_VARIABLE,
+    ConfigError,
+    Settings,
+    Use,
+)
 
-PROJECT = "arn:aws:rekognition:us-east-1:123456789012:project/p/1700000000000"
-VERSION = "arn:aws:rekognition:us-east-1:123456789012:project/p/version/p.v1/1700000000001"
-
-
-def config(**values) -> PipelineConfig:
-    context = {"projectArn": PROJECT, "projectVersionArn": VERSION, **values}
-    return PipelineConfig.from_context(context.get)
-
-
-def test_concurrency_and_pacing_scale_with_inference_units():
-    one, four = config(), config(minInferenceUnits="4")
-    assert (one.concurrency, four.concurrency) == (3, 12)
-    # Each environment's share: units x 5 TPS / environments, the same 1.67 calls a second.
-    assert one.processor_environment(bucket="b")["MAX_CALLS_PER_SECOND"] == "1.66667"
-    assert four.processor_environment(bucket="b")["MAX_CALLS_PER_SECOND"] == "1.66667"
+REQUIRED = {"projectArn": EXAMPLE_PROJECT_ARN, "projectVersionArn": EXAMPLE_VERSION_ARN}
+FIELDS = Settings.model_fields
+KEYS = {field: info.alias for field, info in FIELDS.items()}
 
 
-def test_explicit_concurrency_wins_and_pacing_can_be_turned_off():
-    custom = config(maxConcurrency="5", modelTpsPerInferenceUnit="0")
-    assert custom.concurrency == 5
-    assert "MAX_CALLS_PER_SECOND" not in custom.processor_environment(bucket="b")
+def settings(**values: Any) -> Settings:
+    return Settings.from_context({**REQUIRED, **values})
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(the type, whether None is allowed)."""
+    if isinstance(annotation, UnionType):
+        args = [a for a in get_args(annotation) if a is not NoneType]
+        return args[0], True
+    return annotation, False
+
+
+def _bound(info: Any, kind: type) -> Any:
+    return next((getattr(m, kind.__name__.lower()) for m in info.metadata if isinstance(m, kind)), None)
+
+
+# A valid value of each field, written as `-c` gives it (a string).
+SAMPLE_STRINGS = {
+    int: "7",
+    float: "55.5",
+    bool: "false",
+}
+
+
+@pytest.mark.parametrize("field", [f for f, i in FIELDS.items() if _base_type(i.annotation)[0] is not str])
+def test_every_number_and_boolean_parses_from_a_string(field):
+    kind, _ = _base_type(FIELDS[field].annotation)
+    text = SAMPLE_STRINGS[kind]
+    low = _bound(FIELDS[field], annotated_types.Ge)
+    if kind is not bool and low is not None and float(text) < low:
+        text = str(int(low))
+    try:
+        parsed = settings(**{KEYS[field]: text})
+    except ConfigError as error:
+        # Only a rule across settings may refuse a value the field itself accepts.
+        assert not str(error).startswith(f"'{KEYS[field]}'"), error
+        return
+    value = getattr(parsed, field)
+    assert type(value) is kind, (field, value)
+    assert value == (text == "true" if kind is bool else kind(text))
+
+
+def test_an_optional_number_from_a_string_is_a_number_and_empty_means_unset():
+    assert settings(minConfidence="55.5").min_confidence == 55.5
+    assert settings(maxResults="3").max_results == 3
+    assert settings(maxInferenceUnits="2").max_inference_units == 2
+    assert settings(minConfidence="").min_confidence is None
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("false", False), ("True", True), ("0", False)])
+def test_booleans_parse_as_cdk_flags_give_them(text, value):
+    assert settings(scheduleEnabled=text).schedule_enabled is value
+
+
+@pytest.mark.parametrize("field", [f for f, i in FIELDS.items() if _bound(i, annotated_types.Ge) is not None])
+def test_every_lower_bound_admits_its_edge_and_refuses_below_it(field):
+    low = _bound(FIELDS[field], annotated_types.Ge)
+    key = KEYS[field]
+    with pytest.raises(ConfigError, match=rf"^'{key}' has an invalid value"):
+        settings(**{key: str(low - 1)})
+    try:
+        settings(**{key: str(low)})
+    except ConfigError as error:
+        assert not str(error).startswith(f"'{key}'"), error
+
+
+@pytest.mark.parametrize("field", [f for f, i in FIELDS.items() if _bound(i, annotated_types.Le) is not None])
+def test_every_upper_bound_admits_its_edge_and_refuses_above_it(field):
+    high = _bound(FIELDS[field], annotated_types.Le)
+    key = KEYS[field]
+    with pytest.raises(ConfigError, match=rf"^'{key}' has an invalid value"):
+        settings(**{key: str(high + 1)})
+    try:
+        settings(**{key: str(high)})
+    except ConfigError as error:
+        assert not str(error).startswith(f"'{key}'"), error
+
+
+def test_price_must_be_positive():
+    with pytest.raises(ConfigError, match="'usdPerInferenceUnitHour' has an invalid value '0'"):
+        settings(usdPerInferenceUnitHour="0")
 
 
 @pytest.mark.parametrize(
-    ("values", "message"),
+    ("key", "bad", "good", "message"),
     [
-        ({"maxConcurrency": "1"}, "maxConcurrency must be 2-1000"),
-        ({"modelInServiceAlarmMinutes": "60"}, "modelInServiceAlarmMinutes must be"),
-        ({"schedule": "rate(1 hours)"}, "rate(1 hour)"),
-        ({"batchSize": "ten"}, "batchSize"),
+        ("inputPrefix", "incoming", "uploads/", "'inputPrefix' must be like 'folder/'"),
+        ("resultsPrefix", "/results/", "out/", "'resultsPrefix' must be like 'folder/'"),
+        ("errorsPrefix", "", None, None),  # empty means unset: the default applies
+        ("runsPrefix", "runs", "records/", "'runsPrefix' must be like 'folder/'"),
+        ("schedule", "every hour", "cron(0 2 * * ? *)", "'schedule' must be rate(...) or cron(...)"),
+        ("notificationEmail", "ops", "ops@example.com", "'notificationEmail' must be an e-mail address"),
+        ("powertoolsVersion", "latest", "3.30.0", "'powertoolsVersion' must be a release number"),
+        ("stackName", "1stack", "My-Stack", "'stackName' must be a CloudFormation stack name"),
+        ("projectArn", "arn:aws:s3:::bucket", None, "Malformed context 'projectArn'"),
+        ("projectVersionArn", EXAMPLE_PROJECT_ARN, None, "Malformed context 'projectVersionArn'"),
     ],
 )
-def test_bad_values_fail_with_a_message_naming_the_setting(values, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        config(**values)
+def test_every_pattern_names_the_form_it_wants(key, bad, good, message):
+    if message is None:
+        assert getattr(settings(**{key: bad}), re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()) == "errors/"
+        return
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings(**{key: bad})
+    if good is not None:
+        settings(**{key: good})
+
+
+# One case per rule across settings: values that break it, and the message that must name it.
+CROSS_RULE_CASES = {
+    "powertools layer published": ({"powertoolsVersion": "3.23.0"}, "powertoolsVersion must be 3.24.0"),
+    "version in project": (
+        {"projectVersionArn": EXAMPLE_VERSION_ARN.replace("project/my-project/", "project/other/")},
+        "projectVersionArn does not belong to projectArn",
+    ),
+    "prefixes apart": ({"resultsPrefix": "incoming/results/"}, "prefixes must not overlap"),
+    "units ordered": (
+        {"minInferenceUnits": "3", "maxInferenceUnits": "2"},
+        "maxInferenceUnits must be at least minInferenceUnits",
+    ),
+    "start timeout covers a poll": (
+        {"modelStartTimeoutSeconds": "10", "modelPollSeconds": "30"},
+        "modelStartTimeoutSeconds must be at least modelPollSeconds",
+    ),
+    "drain limit covers a poll": (
+        {"maxDrainSeconds": "10", "drainPollSeconds": "30"},
+        "maxDrainSeconds must be at least drainPollSeconds",
+    ),
+    "rate grammar": ({"schedule": "rate(1 hours)"}, "write 'rate(1 hour)' or 'rate(2 hours)'"),
+    "alarm outlasts a healthy run": (
+        {"modelInServiceAlarmMinutes": "60"},
+        "modelInServiceAlarmMinutes must be 300-1440",
+    ),
+}
+
+
+def test_every_rule_across_settings_has_a_case():
+    assert CROSS_RULE_CASES.keys() == CROSS_RULES.keys()
+
+
+@pytest.mark.parametrize("rule", sorted(CROSS_RULES))
+def test_each_rule_across_settings_refuses_with_its_message(rule):
+    values, message = CROSS_RULE_CASES[rule]
+    assert CROSS_RULES[rule](Settings.model_construct(**settings().model_dump())) is None
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings(**values)
+
+
+def test_the_defaults_pass_every_rule():
+    config = settings()
+    assert [name for name, rule in CROSS_RULES.items() if rule(config)] == []
+
+
+def test_missing_arn_says_what_to_pass():
+    with pytest.raises(ConfigError, match=r"Missing context 'projectVersionArn': pass -c projectVersionArn="):
+        Settings.from_context({"projectArn": EXAMPLE_PROJECT_ARN})
+
+
+def test_a_misspelt_setting_is_refused_with_the_nearest_name_and_cdk_keys_are_ignored():
+    with pytest.raises(
+        ConfigError, match=r"unknown setting 'drainPollSecond' \(did you mean 'drainPollSeconds'\?\)"
+    ):
+        settings(drainPollSecond="15")
+    settings(**{"@aws-cdk/core:checkSecretUsage": True, "aws:cdk:enable-path-metadata": True})
+
+
+def test_a_string_where_a_number_belongs_names_the_setting():
+    with pytest.raises(ConfigError, match=r"^'batchSize' has an invalid value 'ten'"):
+        settings(batchSize="ten")
+
+
+def test_json_types_from_cdk_json_parse_as_well():
+    config = Settings.from_context(
+        {**REQUIRED, "batchSize": 4, "minConfidence": 60, "scheduleEnabled": False}
+    )
+    assert (config.batch_size, config.min_confidence, config.schedule_enabled) == (4, 60.0, False)
+
+
+# ---- what each consumer receives ----------------------------------------------------------------
+
+
+def _declared(use: Use) -> set[str]:
+    return {info.alias for info in FIELDS.values() if use.value in info.json_schema_extra["usedBy"]}
+
+
+def test_each_function_gets_its_declared_settings_and_resources_in_one_variable():
+    config = settings(minConfidence="55.5", maxResults="3")
+    environment = config.function_environment(Use.PROCESSOR, bucket="images")
+    values = json.loads(environment[FUNCTION_SETTINGS_VARIABLE])
+    assert _declared(Use.PROCESSOR) <= values.keys()
+    assert (values["minConfidence"], values["maxResults"], values["bucket"]) == (55.5, 3, "images")
+    recorder = json.loads(config.function_settings(Use.RUN_RECORDER, bucket="images"))
+    assert _declared(Use.RUN_RECORDER) <= recorder.keys()
+    assert not _declared(Use.STATE_MACHINE) - _declared(Use.PROCESSOR) & values.keys()
+
+
+def test_state_machine_settings_become_pascal_case_substitutions():
+    substitutions = settings(drainPollSeconds="15").definition_substitutions(QueueUrl="q")
+    assert substitutions["DrainPollSeconds"] == "15"
+    assert substitutions["QueueUrl"] == "q"
+    assert all(isinstance(value, str) for value in substitutions.values())
+    declared = {key[0].upper() + key[1:] for key in _declared(Use.STATE_MACHINE)}
+    assert declared <= substitutions.keys()
+
+
+def test_concurrency_and_pacing_scale_with_inference_units():
+    one, four = settings(), settings(minInferenceUnits="4")
+    assert (one.concurrency, four.concurrency) == (3, 12)
+    # Each environment's share: units x 5 TPS / environments, the same 1.67 calls a second.
+    for config in (one, four):
+        assert json.loads(config.function_settings(Use.PROCESSOR))["maxCallsPerSecond"] == 1.66667
+
+
+def test_explicit_concurrency_wins_and_pacing_can_be_turned_off():
+    custom = settings(maxConcurrency="5", modelTpsPerInferenceUnit="0")
+    assert custom.concurrency == 5
+    assert json.loads(custom.function_settings(Use.PROCESSOR))["maxCallsPerSecond"] is None

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-from emulated_aws.clock import VirtualClock
-from emulated_aws.custom_labels import (
+from customlabels_batch.emulator.clock import VirtualClock
+from customlabels_batch.emulator.custom_labels import (
     MIN_DIMENSION,
     Annotations,
     EmulatedModel,
     ModelBehaviour,
     ModelError,
 )
-from emulated_aws.dataset import (
+from customlabels_batch.emulator.dataset import (
     BACKGROUNDS,
     GRASS_BLADE,
     LANE_MARKING,
@@ -31,8 +31,10 @@ from emulated_aws.dataset import (
     SampleDataset,
     generate_sample_dataset,
 )
-from emulated_aws.gallery import write_gallery
-from lambdas.processor import app
+from customlabels_batch.emulator.functions import PROCESSOR, load_handler
+from customlabels_batch.emulator.gallery import write_gallery
+from customlabels_batch.emulator.pipeline import emulated_config
+from customlabels_batch.settings import Use
 
 MODEL_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/demo/version/demo.v1/1700000000000"
 PROJECT_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/demo/1700000000000"
@@ -53,6 +55,9 @@ RUN_REPORT = {
     "durations": {"emulatedSeconds": 754.2},
 }
 ODD_LABEL = "<apple> & 'pear'"
+
+# The processor, for the limits the dataset must exercise.
+app = load_handler(PROCESSOR, "limits", emulated_config().function_environment(Use.PROCESSOR, bucket="b"))
 
 
 @pytest.fixture(scope="module")

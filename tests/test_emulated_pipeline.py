@@ -12,9 +12,14 @@ import math
 import pytest
 from PIL import Image, ImageDraw
 
-from emulated_aws import moto_patches
-from emulated_aws.custom_labels import Annotation, Annotations, ModelBehaviour
-from emulated_aws.pipeline import FAULTS, EmulatedPipeline, EmulationOptions, Upload, emulated_config
+from customlabels_batch.emulator.custom_labels import Annotation, Annotations, ModelBehaviour
+from customlabels_batch.emulator.pipeline import (
+    FAULTS,
+    EmulatedPipeline,
+    EmulationOptions,
+    Upload,
+    emulated_config,
+)
 
 
 def _jpeg(seed: int, size=(160, 120)) -> bytes:
@@ -75,21 +80,12 @@ def test_images_in_one_result_per_image_model_stopped_mapping_disabled():
     assert report["mapping"]["finalState"] == "Disabled"
     [execution] = report["executions"]
     assert execution["status"] == "SUCCEEDED"
-    assert execution["statePath"][:4] == [
-        "LoadSettings",
-        "RecordRunStart",
-        "ListRunningExecutions",
-        "IsAnotherRunActive",
-    ]
-    assert execution["statePath"][-6:] == [
-        "WaitForMetrics",
-        "RecordRun",
-        "UseRunRecord",
-        "RouteSummary",
-        "PublishRunSummary",
-        "RunComplete",
-    ]
-    assert "StartModel" in execution["statePath"]
+    [record] = [item["record"] for item in report["runRecords"]]
+    assert (record["outcome"], record["imagesLabeled"], record["modelStartedByRun"]) == (
+        "SUCCEEDED",
+        12,
+        True,
+    )
     assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run SUCCEEDED"]
     # The one annotated image gets its label and box; the rest get none (never invented).
     result = json.loads(report["_objects"]["results/batch/img-000.jpg.json"])
@@ -190,7 +186,7 @@ def test_a_failing_recorder_still_sends_the_summary_and_stops_the_model():
         def broken(event):
             raise RuntimeError("emulated recorder failure")
 
-        moto_patches.Active.functions["run-recorder"] = broken
+        pipeline.emulation.functions["run-recorder"] = broken
 
     report = _run(4, setup=setup)
     _assert_safe_end(report)
@@ -214,7 +210,7 @@ def test_empty_queue_never_starts_the_model():
     report = _run(0, setup=_purge)
     [execution] = report["executions"]
     assert execution["status"] == "SUCCEEDED"
-    assert execution["statePath"][-1] == "NothingToDo"
+    assert report["runRecords"] == []
     assert report["model"]["calls"].get("StartProjectVersion", 0) == 0
     assert report["model"]["runningSeconds"] == 0
     assert report["notifications"] == []
@@ -254,8 +250,8 @@ def test_model_start_failure_fails_the_run_and_leaves_the_queue_intact():
 def test_model_start_timeout_stops_the_starting_model():
     report = _run(3, faults=["model-start-timeout"], overrides={"modelStartTimeoutSeconds": 600})
     first = report["executions"][0]
-    assert "ModelStartTimedOut" in first["statePath"]
-    assert "CleanUpStopModel" in first["statePath"]
+    assert first["status"] == "FAILED"
+    assert "ModelStartTimedOut" in json.dumps(report["notifications"])
     assert report["model"]["finalStatus"] == "STOPPED"
     assert report["model"]["calls"]["StopProjectVersion"] == 1
     assert report["imagesByOutcome"] == {"queued": 3}
@@ -267,8 +263,8 @@ def test_aborted_run_is_cleaned_up_by_the_status_change_rule():
     assert aborted["status"] == "ABORTED"
     assert cleanup["input"]["cleanup"]["status"] == "ABORTED"
     assert cleanup["status"] == "SUCCEEDED"
-    assert "CleanUpStopModel" in cleanup["statePath"]
     assert report["model"]["finalStatus"] == "STOPPED"
+    assert report["model"]["calls"]["StopProjectVersion"] == 1
     assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run cleaned up leftovers"]
     _assert_safe_end(report)
 
@@ -298,9 +294,10 @@ def test_leftover_running_model_is_stopped_by_an_idle_run():
 
     report = _run(0, behaviour=ModelBehaviour(start_seconds=0), setup=setup)
     [execution] = report["executions"]
-    assert "NoteLeftovers" in execution["statePath"]
-    assert "CleanUpStopModel" in execution["statePath"]
     assert execution["status"] == "SUCCEEDED"
+    assert report["model"]["calls"]["StopProjectVersion"] == 1
+    [record] = [item["record"] for item in report["runRecords"]]
+    assert (record["outcome"], record["leftover"]["modelStatus"]) == ("CLEANED_UP", "RUNNING")
     assert report["model"]["finalStatus"] == "STOPPED"
     assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run cleaned up leftovers"]
 
@@ -310,9 +307,12 @@ def test_a_second_execution_while_one_runs_touches_nothing():
         pipeline.start_execution({"trigger": "manual"})
 
     report = _run(4, setup=setup)
-    paths = [e["statePath"] for e in report["executions"]]
-    assert sum(p[-1] == "AnotherRunIsActive" for p in paths) == 1
-    assert sum(p[-1] == "RunComplete" for p in paths) == 1
+    assert [e["status"] for e in report["executions"]] == ["SUCCEEDED", "SUCCEEDED"]
+    # Only one of them started the model, labeled the images and reported.
+    assert report["model"]["calls"]["StartProjectVersion"] == 1
+    assert report["resultsWritten"] == 4
+    assert len(report["runRecords"]) == 1
+    assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run SUCCEEDED"]
     assert report["model"]["calls"]["StartProjectVersion"] == 1
     assert report["resultsWritten"] == 4
 

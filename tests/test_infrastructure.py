@@ -19,12 +19,14 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
+from pydantic.alias_generators import to_pascal
 
 import app as cdk_app
-from stacks.config import CDK_JSON, REPO_ROOT, STATE_MACHINE_ASL, ConfigError, PipelineConfig
-from stacks.functions import powertools_layer_parameter
-from stacks.orchestration import CLEANUP_INPUT_PREFIX
+from app import CDK_JSON
+from customlabels_batch.settings import CLEANUP_INPUT_PREFIX, STATE_MACHINE_ASL, Settings, Use
+from stacks.functions import REPO_ROOT, powertools_layer_parameter
 
+STACK_NAME = Settings.model_fields["stack_name"].default
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 PROJECT_ARN = f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/my-project/1700000000000"
@@ -68,7 +70,7 @@ EXPECTED_OUTPUTS = {
 
 @dataclass(frozen=True)
 class Synthesis:
-    config: PipelineConfig
+    config: Settings
     template: dict[str, Any]
     outdir: Path
     validation_error: str | None
@@ -124,7 +126,7 @@ def synthesize(outdir: Path, overrides: dict[str, Any], *, canary: bool = False)
         error = str(exc)
     report_file = outdir / "policy-validation-report.json"
     return Synthesis(
-        config=PipelineConfig.from_context(app.node.try_get_context),
+        config=Settings.from_context(app.node.get_all_context()),
         template=json.loads((outdir / f"{stack.artifact_id}.template.json").read_text()),
         outdir=outdir,
         validation_error=error,
@@ -154,6 +156,14 @@ def _statements(synth: Synthesis) -> list[tuple[str, dict[str, Any]]]:
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             out.append((logical_id, statement))
     return out
+
+
+def function_settings(variables: dict[str, Any]) -> dict[str, Any]:
+    """A function's settings JSON as deployed, with each CloudFormation reference as `<ref>`."""
+    value = variables["PIPELINE_SETTINGS"]
+    if isinstance(value, dict):
+        value = "".join(part if isinstance(part, str) else "<ref>" for part in value["Fn::Join"][1])
+    return json.loads(value)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -318,13 +328,16 @@ def test_processor_function_configuration(synth):
     log_group_id = synth.logical_id("AWS::Logs::LogGroup", "Processor")
     assert props["Runtime"] == "python3.14"
     assert props["Architectures"] == ["arm64"]
-    assert props["Handler"] == "processor.app.lambda_handler"
+    assert props["Handler"] == "lambdas.processor.app.lambda_handler"
     assert props["MemorySize"] == synth.config.processor_memory_mb
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["LoggingConfig"] == {"LogGroup": {"Ref": log_group_id}}
-    assert props["Environment"]["Variables"] == synth.config.processor_environment(
-        bucket={"Ref": image_id}  # the bucket name is a Ref in the template
-    )
+    variables = props["Environment"]["Variables"]
+    expected = synth.config.function_environment(Use.PROCESSOR, bucket="<ref>")
+    assert set(variables) == set(expected)
+    assert function_settings(variables) == json.loads(expected["PIPELINE_SETTINGS"])
+    # The one reference is the image bucket's name.
+    assert {"Ref": image_id} in variables["PIPELINE_SETTINGS"]["Fn::Join"][1]
     assert synth.resources[log_group_id]["Properties"]["RetentionInDays"] == 30
 
 
@@ -342,7 +355,7 @@ def test_powertools_layer_resolves_from_public_ssm_parameter_at_deploy_time(synt
 def test_code_asset_is_the_lambdas_directory_without_caches(synth):
     function_id = synth.logical_id("AWS::Lambda::Function", "ProcessorFunction")
     s3_key = synth.resources[function_id]["Properties"]["Code"]["S3Key"]
-    manifest = json.loads((synth.outdir / f"{cdk_app.DEFAULT_STACK_NAME}.assets.json").read_text())
+    manifest = json.loads((synth.outdir / f"{STACK_NAME}.assets.json").read_text())
     (source,) = [
         asset["source"]
         for asset in manifest["files"].values()
@@ -351,10 +364,10 @@ def test_code_asset_is_the_lambdas_directory_without_caches(synth):
     assert source.get("packaging") == "zip"
     staged = synth.outdir / source["path"]
     files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
-    assert "processor/app.py" in files  # the handler module the Handler setting names
+    assert "lambdas/processor/app.py" in files  # the handler module the Handler setting names
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     assert files == {
-        p.relative_to(REPO_ROOT / "lambdas").as_posix()
+        p.relative_to(REPO_ROOT).as_posix()
         for p in (REPO_ROOT / "lambdas").rglob("*")
         if p.is_file()
         and "__pycache__" not in p.parts
@@ -592,22 +605,20 @@ def test_run_recorder_role_writes_only_run_records_and_reads_only_counts(synth):
 def test_run_recorder_environment_comes_from_the_config(synth):
     function_id = synth.logical_id("AWS::Lambda::Function", "RunRecorderFunction")
     function = synth.resources[function_id]["Properties"]
-    assert function["Handler"] == "run_recorder.app.lambda_handler"
-    variables = function["Environment"]["Variables"]
-    expected = synth.config.run_recorder_environment(bucket="b", queue_url="q", dead_letter_queue_url="d")
-    assert set(variables) == set(expected)
-    for name in (
-        "RUNS_PREFIX",
-        "PROCESSOR_METRICS_NAMESPACE",
-        "PROCESSOR_SERVICE_NAME",
-        "USD_PER_INFERENCE_UNIT_HOUR",
-    ):
-        assert variables[name] == expected[name]
+    assert function["Handler"] == "lambdas.run_recorder.app.lambda_handler"
+    deployed = function_settings(function["Environment"]["Variables"])
+    expected = json.loads(
+        synth.config.function_settings(
+            Use.RUN_RECORDER, bucket="<ref>", queueUrl="<ref>", deadLetterQueueUrl="<ref>"
+        )
+    )
+    assert deployed == expected
+    assert deployed["runsPrefix"] == synth.config.runs_prefix
     # The namespace and service it counts are the ones the processor emits under.
     processor_id = synth.logical_id("AWS::Lambda::Function", "ProcessorFunction")
     processor = synth.resources[processor_id]["Properties"]["Environment"]["Variables"]
-    assert variables["PROCESSOR_METRICS_NAMESPACE"] == processor["POWERTOOLS_METRICS_NAMESPACE"]
-    assert variables["PROCESSOR_SERVICE_NAME"] == processor["POWERTOOLS_SERVICE_NAME"]
+    assert deployed["processorMetricsNamespace"] == processor["POWERTOOLS_METRICS_NAMESPACE"]
+    assert deployed["processorServiceName"] == processor["POWERTOOLS_SERVICE_NAME"]
 
 
 def test_rules_can_only_start_this_state_machine(synth):
@@ -623,15 +634,19 @@ def test_asl_placeholders_equal_definition_substitutions(synth):
     placeholders = set(re.findall(r"\$\{(\w+)\}", STATE_MACHINE_ASL.read_text()))
     _, machine = synth.one("AWS::StepFunctions::StateMachine")
     substitutions = machine["Properties"]["DefinitionSubstitutions"]
-    assert placeholders == set(substitutions)
-    assert set(substitutions) == set(
-        synth.config.definition_substitutions(
-            queue_url="q", mapping_uuid="m", topic_arn="t", run_recorder_arn="r"
-        )
-    )
-    # LoadSettings reads every setting with States.StringToJson: each must be a JSON number.
-    for name in synth.config.state_machine_settings():
-        assert isinstance(json.loads(substitutions[name]), int), name
+    # Every placeholder has a value; a value the ASL does not read is a declared state-machine setting
+    # it reads through a derived one (the timeouts, as poll counts).
+    assert placeholders <= set(substitutions)
+    declared = {
+        to_pascal(field)
+        for field, info in Settings.model_fields.items()
+        if "state machine" in info.json_schema_extra["usedBy"]
+    }
+    assert set(substitutions) - placeholders <= declared
+    # LoadSettings reads each numeric setting with States.StringToJson: each must be a JSON number.
+    for name in placeholders:
+        if f"StringToJson('${{{name}}}')" in STATE_MACHINE_ASL.read_text():
+            assert isinstance(json.loads(substitutions[name]), int), name
 
 
 def test_every_aws_sdk_task_is_granted_to_the_state_machine_role(synth):
@@ -699,7 +714,7 @@ def test_stack_deploys_next_to_the_model(synth):
     # Concrete account/region from the model ARN: ARNs render literally instead of as pseudo parameters.
     assert synth.config.region == REGION and synth.config.account == ACCOUNT
     manifest = json.loads((synth.outdir / "manifest.json").read_text())
-    stack_artifact = manifest["artifacts"][cdk_app.DEFAULT_STACK_NAME]
+    stack_artifact = manifest["artifacts"][STACK_NAME]
     assert stack_artifact["environment"] == f"aws://{ACCOUNT}/{REGION}"
 
 
@@ -720,7 +735,7 @@ def test_cdk_nag_runs_and_can_fail(variant):
         "AwsSolutions-SQS3",
         "AwsSolutions-SQS4",
     ]
-    assert variant.violations(cdk_app.DEFAULT_STACK_NAME) == []
+    assert variant.violations(STACK_NAME) == []
 
 
 def test_every_acknowledgement_hides_a_real_finding(tmp_path, monkeypatch):
@@ -728,16 +743,24 @@ def test_every_acknowledgement_hides_a_real_finding(tmp_path, monkeypatch):
     none is stale, and the checks do inspect the pipeline stack."""
     monkeypatch.setattr(cdk.Validations, "acknowledge", lambda self, *rules: None)
     unacknowledged = synthesize(tmp_path, {})
-    stack = cdk_app.DEFAULT_STACK_NAME
-    bucket_arn = "<IngestImageBucket1794FBC5.Arn>"
+    stack = STACK_NAME
+    bucket_arn = "<ImageBucket.Arn>"
     processor_policy = f"{stack}/Processor/Role/DefaultPolicy/Resource"
     recorder_policy = f"{stack}/RunRecorder/Role/DefaultPolicy/Resource"
     basic_execution = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-    assert sorted((rule, path) for rule, _, path in unacknowledged.violations()) == sorted(
+    # By construct path and rule, with CDK's logical-ID hashes left out.
+    found = [
+        (
+            re.sub(r"<IngestImageBucket[0-9A-F]{8}\.Arn>", "<ImageBucket.Arn>", rule),
+            re.sub(r"BucketNotificationsHandler[0-9a-f]+/", "BucketNotificationsHandler/", path),
+        )
+        for rule, _, path in unacknowledged.violations()
+    ]
+    assert sorted(found) == sorted(
         [
             (
                 f"AwsSolutions-IAM4[Policy::{basic_execution}]",
-                f"{stack}/BucketNotificationsHandler050a0587b7544547bf325f094a3db834/Role/Resource",
+                f"{stack}/BucketNotificationsHandler/Role/Resource",
             ),
             (f"AwsSolutions-IAM5[Resource::{bucket_arn}/incoming/*]", processor_policy),
             (f"AwsSolutions-IAM5[Resource::{bucket_arn}/results/*]", processor_policy),
@@ -795,22 +818,3 @@ def test_app_exits_1_with_one_line_naming_the_key(context, key):
     assert len(lines) == 1, result.stderr
     assert key in lines[0]
     assert "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"schedule": "rate(1 hours)"}, "schedule"),
-        ({"schedule": "every hour"}, "schedule must be rate"),
-        ({"resultsPrefix": "incoming/results/"}, "prefixes must not overlap"),
-        (
-            {"projectVersionArn": VERSION_ARN.replace("project/my-project/", "project/other-project/")},
-            "does not belong to projectArn",
-        ),
-    ],
-    ids=["rate-plural", "not-rate-or-cron", "overlapping-prefixes", "version-not-in-project"],
-)
-def test_config_rejects(overrides, message):
-    context = {**EXAMPLE_CONTEXT, **overrides}
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        PipelineConfig.from_context(context.get)

@@ -13,16 +13,10 @@ import math
 import re
 from typing import Any
 
-import aws_cdk as cdk
 import pytest
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
-from aws_cdk import aws_stepfunctions as sfn
-from test_infrastructure import ACCOUNT, REGION, Synthesis, synth, synthesize
+from test_infrastructure import Synthesis, synth, synthesize
 
-from stacks.functions import LAMBDA_CODE_DIR
-from stacks.monitoring import Monitoring
+from stacks.functions import REPO_ROOT
 
 __all__ = ["synth"]  # test_infrastructure's session fixture, imported so pytest finds it here
 
@@ -41,6 +35,14 @@ def alarms_off(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
+
+def function_settings(variables: dict[str, Any]) -> dict[str, Any]:
+    """A function's settings JSON as deployed, with each CloudFormation reference as a placeholder."""
+    value = variables["PIPELINE_SETTINGS"]
+    if isinstance(value, dict):
+        value = "".join(part if isinstance(part, str) else "<ref>" for part in value["Fn::Join"][1])
+    return json.loads(value)
 
 
 def _placeholder(token: dict[str, Any]) -> str:
@@ -292,7 +294,7 @@ def test_processor_metrics_are_the_ones_the_handler_emits(synth):
     env = synth.resources[ids(synth)["function"]]["Properties"]["Environment"]["Variables"]
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
     assert {"service": env["POWERTOOLS_SERVICE_NAME"]} == SERVICE
-    handler = (LAMBDA_CODE_DIR / "processor" / "app.py").read_text()
+    handler = (REPO_ROOT / "lambdas" / "processor" / "app.py").read_text()
     emitted = set(re.findall(r'add_metric\(name="(\w+)"', handler))
     graphed_names = {
         name
@@ -309,7 +311,7 @@ def test_the_configured_price_reaches_the_cost_widget_and_the_run_recorder(alarm
     assert cost["metrics"][0][0]["expression"] == COST_EXPRESSION.replace("* 4.0", "* 4.25")
     recorder_id = alarms_off.logical_id("AWS::Lambda::Function", "RunRecorderFunction")
     variables = alarms_off.resources[recorder_id]["Properties"]["Environment"]["Variables"]
-    assert variables["USD_PER_INFERENCE_UNIT_HOUR"] == "4.25"
+    assert function_settings(variables)["usdPerInferenceUnitHour"] == 4.25
 
 
 def test_no_alarms_when_alarms_are_disabled(alarms_off):
@@ -319,27 +321,3 @@ def test_no_alarms_when_alarms_are_disabled(alarms_off):
     assert "Estimated model cost, USD (an estimate at $4.25/IU-hour)" in widgets(alarms_off)
     assert alarms_off.validation_error is None
     assert alarms_off.violations() == []
-
-
-@pytest.mark.parametrize("minutes", [4, 1441])
-def test_model_alarm_window_must_fit_cloudwatch_limits(minutes):
-    stack = cdk.Stack(cdk.App(), "Bare", env=cdk.Environment(account=ACCOUNT, region=REGION))
-    arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:q"
-    with pytest.raises(ValueError, match="model_in_service_alarm_minutes"):
-        Monitoring(
-            stack,
-            "Monitoring",
-            queue=sqs.Queue.from_queue_arn(stack, "Queue", arn),
-            dead_letter_queue=sqs.Queue.from_queue_arn(stack, "Dlq", arn + "-dlq"),
-            function=lambda_.Function.from_function_name(stack, "Function", "f"),
-            state_machine=sfn.StateMachine.from_state_machine_name(stack, "Machine", "m"),
-            topic=sns.Topic.from_topic_arn(stack, "Topic", f"arn:aws:sns:{REGION}:{ACCOUNT}:t"),
-            project_name="p",
-            version_name="v",
-            processor_metrics_namespace=NAMESPACE,
-            processor_service=SERVICE["service"],
-            model_in_service_alarm_minutes=minutes,
-            error_records_alarm_threshold=50,
-            alarms_enabled=True,
-            usd_per_inference_unit_hour=4.0,
-        )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import boto3
@@ -13,8 +15,8 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from lambdas.processor import app
-from stacks.config import PipelineConfig
+from customlabels_batch.emulator.functions import PROCESSOR, load_handler, read_settings
+from customlabels_batch.settings import Settings, Use
 
 EVENTS = Path(__file__).parent / "events"
 REGION = "us-east-1"
@@ -36,6 +38,18 @@ LABELS = [
     {"Name": "tulip", "Confidence": 61.5},
 ]
 NO_FAILURES = {"batchItemFailures": []}
+
+
+def processor_environment(**config: Any) -> dict[str, str]:
+    """The environment the CDK stack gives the function (same source: Settings)."""
+    # Pacing off unless a test asks for it: its pauses are asserted on their own.
+    config.setdefault("model_tps_per_inference_unit", 0)
+    pipeline = Settings(project_arn=PROJECT_ARN, project_version_arn=MODEL_ARN, **config)
+    return pipeline.function_environment(Use.PROCESSOR, bucket=BUCKET)
+
+
+# The handler module as the function imports it, with the stack's environment.
+app = load_handler(PROCESSOR, "under_test", processor_environment())
 
 # Expected whenever an invocation labels nothing (test events, skips).
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
@@ -178,14 +192,8 @@ def result_doc(key: str, labels: list[dict[str, Any]], *, size: int = 2048, etag
 
 
 def set_processor_env(monkeypatch: pytest.MonkeyPatch, **config: Any) -> None:
-    """The environment the CDK stack gives the function (same source: PipelineConfig)."""
-    # Pacing off unless a test asks for it: its pauses are asserted on their own.
-    config.setdefault("model_tps_per_inference_unit", 0)
-    pipeline = PipelineConfig(project_arn=PROJECT_ARN, project_version_arn=MODEL_ARN, **config)
-    for name in ("MIN_CONFIDENCE", "MAX_RESULTS", "MAX_CALLS_PER_SECOND"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in pipeline.processor_environment(bucket=BUCKET).items():
-        monkeypatch.setenv(name, value)
+    """The settings a function deployed with `config` reads at import."""
+    monkeypatch.setattr(app, "SETTINGS", read_settings(processor_environment(**config)))
 
 
 @pytest.fixture
@@ -234,7 +242,7 @@ def aws(processor_env: None) -> Any:
 @pytest.fixture
 def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     recorded: list[float] = []
-    monkeypatch.setattr(app, "pause", recorded.append)
+    monkeypatch.setattr(app, "time", SimpleNamespace(sleep=recorded.append, monotonic=time.monotonic))
     monkeypatch.setattr(app, "pacer", app.Pacer())
     return recorded
 
@@ -623,7 +631,7 @@ def test_calls_are_paced_at_this_environments_share_of_model_capacity(aws, rekog
     # 1 IU x 4 TPS shared by 2 environments: at most 2 calls a second from this one.
     set_processor_env(monkeypatch, model_tps_per_inference_unit=4, max_concurrency=2)
     now = iter([100.0, 100.1, 100.9])
-    monkeypatch.setattr(app, "monotonic", lambda: next(now))
+    monkeypatch.setattr(app.time, "monotonic", lambda: next(now))
     for key in ("incoming/a.jpg", "incoming/b.jpg", "incoming/c.jpg"):
         rekognition.returns(key, [])
     event = deliver(

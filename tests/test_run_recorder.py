@@ -13,10 +13,10 @@ from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from emulated_aws.event_source_mapping import LambdaContext
-from emulated_aws.metrics import put_emf_blob
-from lambdas.run_recorder import app
-from stacks.config import PROCESSOR_METRICS_NAMESPACE, PROCESSOR_SERVICE_NAME, PipelineConfig
+from customlabels_batch.emulator.event_source_mapping import LambdaContext
+from customlabels_batch.emulator.functions import RUN_RECORDER, load_handler, read_settings
+from customlabels_batch.emulator.metrics import put_emf_blob
+from customlabels_batch.settings import PROCESSOR_METRICS_NAMESPACE, PROCESSOR_SERVICE_NAME, Settings, Use
 
 REGION = "us-east-1"
 BUCKET = "customlabels-test-images"
@@ -25,6 +25,18 @@ VERSION_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/p/version/p.v1
 STARTED = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:batch-run:run-1"
 SERVICE = [{"Name": "service", "Value": PROCESSOR_SERVICE_NAME}]
+CONFIG = Settings(project_arn=PROJECT_ARN, project_version_arn=VERSION_ARN)
+
+
+def recorder_environment(queue_url: str = "q", dlq_url: str = "d") -> dict[str, str]:
+    """The environment the stack gives the function (same source: Settings)."""
+    return CONFIG.function_environment(
+        Use.RUN_RECORDER, bucket=BUCKET, queueUrl=queue_url, deadLetterQueueUrl=dlq_url
+    )
+
+
+# The handler module as the function imports it.
+app = load_handler(RUN_RECORDER, "under_test", recorder_environment())
 CACHED_CLIENTS = app.client  # tests may swap app.client; the cache to clear is this one's
 
 
@@ -185,12 +197,8 @@ def aws(monkeypatch: pytest.MonkeyPatch):
     CACHED_CLIENTS.cache_clear()
     with mock_aws():
         resources = Aws()
-        config = PipelineConfig(project_arn=PROJECT_ARN, project_version_arn=VERSION_ARN)
-        environment = config.run_recorder_environment(
-            bucket=BUCKET, queue_url=resources.queue_url, dead_letter_queue_url=resources.dlq_url
-        )
-        for name, value in environment.items():
-            monkeypatch.setenv(name, value)
+        environment = recorder_environment(resources.queue_url, resources.dlq_url)
+        monkeypatch.setattr(app, "SETTINGS", read_settings(environment))
         yield resources
     CACHED_CLIENTS.cache_clear()
 
@@ -267,7 +275,5 @@ def test_emulated_emf_extraction_gives_the_counts_powertools_emitted(aws):
     metrics.clear_metrics()
     put_emf_blob(aws.cloudwatch, blob, STARTED + timedelta(minutes=12))
 
-    counts = app.count_processor_metrics(
-        app.Settings.from_environment(), STARTED, STARTED + timedelta(minutes=20)
-    )
+    counts = app.count_processor_metrics(STARTED, STARTED + timedelta(minutes=20))
     assert counts == {"imagesLabeled": 4, "errorRecords": 0, "labelsFound": 7}

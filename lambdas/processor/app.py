@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import time
 import urllib.parse
@@ -17,10 +16,13 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+from .. import settings
 
 # No SDK retries: botocore backs a throttle off for seconds, which leaves the provisioned (and paid)
 # model idle; _detect_custom_labels retries throttles after a short pause instead, and any other
@@ -79,53 +81,8 @@ class NotAnS3NotificationError(ValueError):
     """The message body is not an S3 event notification."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    project_version_arn: str
-    bucket_name: str
-    input_prefix: str
-    results_prefix: str
-    errors_prefix: str
-    retry_delay_seconds: int
-    min_confidence: float | None
-    max_results: int | None
-    max_calls_per_second: float | None
-
-
-REQUIRED_ENV = (
-    "PROJECT_VERSION_ARN",
-    "BUCKET_NAME",
-    "INPUT_PREFIX",
-    "RESULTS_PREFIX",
-    "ERRORS_PREFIX",
-    "RETRY_DELAY_SECONDS",
-)
-ENV_NAMES = (*REQUIRED_ENV, "MIN_CONFIDENCE", "MAX_RESULTS", "MAX_CALLS_PER_SECOND")
-
-
-def current_settings() -> Settings:
-    # Keyed on the values, not cached once: the local emulator runs several configurations
-    # in one Python process.
-    return _settings_for(tuple(os.environ.get(name) for name in ENV_NAMES))
-
-
-@functools.lru_cache(maxsize=8)
-def _settings_for(values: tuple[str | None, ...]) -> Settings:
-    env = dict(zip(ENV_NAMES, values, strict=True))
-    missing = [name for name in REQUIRED_ENV if not env[name]]
-    if missing:
-        raise RuntimeError(f"processor environment is missing {', '.join(missing)}")
-    return Settings(
-        project_version_arn=env["PROJECT_VERSION_ARN"],
-        bucket_name=env["BUCKET_NAME"],
-        input_prefix=env["INPUT_PREFIX"],
-        results_prefix=env["RESULTS_PREFIX"],
-        errors_prefix=env["ERRORS_PREFIX"],
-        retry_delay_seconds=int(env["RETRY_DELAY_SECONDS"]),
-        min_confidence=float(env["MIN_CONFIDENCE"]) if env["MIN_CONFIDENCE"] else None,
-        max_results=int(env["MAX_RESULTS"]) if env["MAX_RESULTS"] else None,
-        max_calls_per_second=float(env["MAX_CALLS_PER_SECOND"]) if env["MAX_CALLS_PER_SECOND"] else None,
-    )
+# Read once, at import: the stack (or the emulator) sets them from the declared settings.
+SETTINGS = settings.load()
 
 
 # Clients are created on first use so tests can start moto first.
@@ -156,16 +113,15 @@ class ImageRef:
 
 
 def record_handler(record: SQSRecord) -> None:
-    settings = current_settings()
     try:
-        _process_message(record, settings)
+        _process_message(record)
     except Exception as error:
         if isinstance(error, TransientImageError):
             logger.warning("Message will be retried", messageId=record.message_id, reason=str(error))
         else:
             logger.exception("Message failed unexpectedly; it will be retried", messageId=record.message_id)
         metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
-        _retry_soon(record, settings.retry_delay_seconds)
+        _retry_soon(record, SETTINGS.retry_delay_seconds)
         raise
 
 
@@ -173,17 +129,16 @@ def record_handler(record: SQSRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    current_settings()  # a misconfigured function fails the whole invocation, not each record
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
 
 
-def _process_message(record: SQSRecord, settings: Settings) -> None:
+def _process_message(record: SQSRecord) -> None:
     try:
         images = _parse_notification(record.body)
     except NotAnS3NotificationError as error:
-        _write_message_error(record, settings, str(error))
+        _write_message_error(record, str(error))
         return
     if images is None:
         logger.info("Skipped S3 test event", messageId=record.message_id)
@@ -191,7 +146,7 @@ def _process_message(record: SQSRecord, settings: Settings) -> None:
     # Stop at the first failure: the rest of the message is retried anyway, and results are
     # idempotent, so pressing on would only add load to a throttled model.
     for image in images:
-        _process_image(image, record.message_id, settings)
+        _process_image(image, record.message_id)
 
 
 def _parse_notification(body: str) -> list[ImageRef] | None:
@@ -206,12 +161,12 @@ def _parse_notification(body: str) -> list[ImageRef] | None:
     if not isinstance(records, list) or not records:
         raise NotAnS3NotificationError("The message body is JSON but has no S3 event Records.")
     images: list[ImageRef] = []
-    for s3_record in records:
+    for s3_record in S3Event(notification).records:
         try:
-            event_name = s3_record["eventName"]
-            bucket = s3_record["s3"]["bucket"]["name"]
-            obj = s3_record["s3"]["object"]
-            key = urllib.parse.unquote_plus(obj["key"])
+            event_name = s3_record.event_name
+            bucket = s3_record.s3.bucket.name
+            obj = s3_record.s3.get_object
+            key = urllib.parse.unquote_plus(obj.key)
         except (KeyError, TypeError):
             raise NotAnS3NotificationError(
                 "A record of the message body lacks eventName, bucket name or object key."
@@ -223,8 +178,8 @@ def _parse_notification(body: str) -> list[ImageRef] | None:
     return images
 
 
-def _process_image(image: ImageRef, message_id: str, settings: Settings) -> None:
-    if image.key.startswith((settings.results_prefix, settings.errors_prefix)):
+def _process_image(image: ImageRef, message_id: str) -> None:
+    if image.key.startswith((SETTINGS.results_prefix, SETTINGS.errors_prefix)):
         # Our own output: labeling it would loop forever if notifications cover the whole bucket.
         logger.warning("Skipped pipeline output object", key=image.key)
         return
@@ -239,19 +194,19 @@ def _process_image(image: ImageRef, message_id: str, settings: Settings) -> None
                 "ImageTooLarge",
                 f"The image is {image.size} bytes; DetectCustomLabels accepts at most {MAX_IMAGE_BYTES}.",
             )
-        labels = _detect_custom_labels(image, settings)
+        labels = _detect_custom_labels(image)
     except PermanentImageError as error:
-        _write_image_error(image, message_id, settings, error)
+        _write_image_error(image, message_id, error)
         return
     result = {
         "source": image.source(),
-        "modelVersionArn": settings.project_version_arn,
+        "modelVersionArn": SETTINGS.project_version_arn,
         "labeledAt": _utc_now(),
-        "settings": {"minConfidence": settings.min_confidence, "maxResults": settings.max_results},
+        "settings": {"minConfidence": SETTINGS.min_confidence, "maxResults": SETTINGS.max_results},
         "customLabels": labels,
     }
-    result_key = output_key(image.key, settings.results_prefix, settings.input_prefix)
-    _put_json(settings.bucket_name, result_key, result)
+    result_key = output_key(image.key, SETTINGS.results_prefix, SETTINGS.input_prefix)
+    _put_json(SETTINGS.bucket, result_key, result)
     metrics.add_metric(name="ImagesLabeled", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="LabelsFound", unit=MetricUnit.Count, value=len(labels))
     logger.info("Labeled image", key=image.key, resultKey=result_key, labelCount=len(labels))
@@ -273,17 +228,17 @@ def _with_size(image: ImageRef) -> ImageRef:
     return ImageRef(bucket=image.bucket, key=image.key, etag=etag, size=head["ContentLength"])
 
 
-def _detect_custom_labels(image: ImageRef, settings: Settings) -> list[dict[str, Any]]:
+def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
     params: dict[str, Any] = {
-        "ProjectVersionArn": settings.project_version_arn,
+        "ProjectVersionArn": SETTINGS.project_version_arn,
         "Image": {"S3Object": {"Bucket": image.bucket, "Name": image.key}},
     }
-    if settings.min_confidence is not None:
-        params["MinConfidence"] = settings.min_confidence
-    if settings.max_results is not None:
-        params["MaxResults"] = settings.max_results
+    if SETTINGS.min_confidence is not None:
+        params["MinConfidence"] = SETTINGS.min_confidence
+    if SETTINGS.max_results is not None:
+        params["MaxResults"] = SETTINGS.max_results
     for attempt in range(1, THROTTLE_ATTEMPTS + 1):
-        pacer.wait_for_turn(settings.max_calls_per_second)
+        pacer.wait_for_turn(SETTINGS.max_calls_per_second)
         try:
             return rekognition_client().detect_custom_labels(**params)["CustomLabels"]
         except ClientError as error:
@@ -293,7 +248,7 @@ def _detect_custom_labels(image: ImageRef, settings: Settings) -> list[dict[str,
             if code in THROTTLE_CODES and attempt < THROTTLE_ATTEMPTS:
                 # The model's capacity is fully used: a slot frees within a second, so retry
                 # soon instead of backing off for seconds and leaving paid capacity idle.
-                pause(random.uniform(*THROTTLE_PAUSE_SECONDS))
+                time.sleep(random.uniform(*THROTTLE_PAUSE_SECONDS))
                 continue
             if _is_transient(error):
                 raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
@@ -301,14 +256,6 @@ def _detect_custom_labels(image: ImageRef, settings: Settings) -> list[dict[str,
         except (ConnectionError, HTTPClientError) as error:
             raise TransientImageError(f"Could not reach Rekognition: {error}") from error
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def pause(seconds: float) -> None:
-    """Sleep between calls (the local emulator points this and `monotonic` at its clock)."""
-    time.sleep(seconds)
-
-
-monotonic = time.monotonic
 
 
 class Pacer:
@@ -321,9 +268,9 @@ class Pacer:
     def wait_for_turn(self, calls_per_second: float | None) -> None:
         if not calls_per_second:
             return
-        now = monotonic()
+        now = time.monotonic()
         if now < self.next_call_at:
-            pause(self.next_call_at - now)
+            time.sleep(self.next_call_at - now)
             now = self.next_call_at
         self.next_call_at = now + 1 / calls_per_second
 
@@ -346,9 +293,7 @@ def output_key(key: str, prefix: str, input_prefix: str) -> str:
     return f"{prefix}{relative}.json"
 
 
-def _write_image_error(
-    image: ImageRef, message_id: str, settings: Settings, error: PermanentImageError
-) -> None:
+def _write_image_error(image: ImageRef, message_id: str, error: PermanentImageError) -> None:
     record = {
         "source": image.source(),
         "reason": error.reason,
@@ -356,13 +301,13 @@ def _write_image_error(
         "messageId": message_id,
         "recordedAt": _utc_now(),
     }
-    error_key = output_key(image.key, settings.errors_prefix, settings.input_prefix)
-    _put_json(settings.bucket_name, error_key, record)
+    error_key = output_key(image.key, SETTINGS.errors_prefix, SETTINGS.input_prefix)
+    _put_json(SETTINGS.bucket, error_key, record)
     metrics.add_metric(name="ErrorRecords", unit=MetricUnit.Count, value=1)
     logger.warning("Recorded unusable image", key=image.key, errorCode=error.error_code, errorKey=error_key)
 
 
-def _write_message_error(record: SQSRecord, settings: Settings, reason: str) -> None:
+def _write_message_error(record: SQSRecord, reason: str) -> None:
     error_record = {
         "source": None,
         "reason": reason,
@@ -371,8 +316,8 @@ def _write_message_error(record: SQSRecord, settings: Settings, reason: str) -> 
         "body": record.body,
         "recordedAt": _utc_now(),
     }
-    error_key = f"{settings.errors_prefix}_messages/{record.message_id}.json"
-    _put_json(settings.bucket_name, error_key, error_record)
+    error_key = f"{SETTINGS.errors_prefix}_messages/{record.message_id}.json"
+    _put_json(SETTINGS.bucket, error_key, error_record)
     metrics.add_metric(name="ErrorRecords", unit=MetricUnit.Count, value=1)
     logger.warning("Recorded unreadable message", messageId=record.message_id, errorKey=error_key)
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +19,8 @@ import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
+
+from .. import settings
 
 RECORD_VERSION = 1
 # Processor metric name -> record field (all Count metrics the processor emits per image).
@@ -34,30 +34,8 @@ METRIC_PERIOD_SECONDS = 60
 logger = Logger(service="customlabels-run-recorder")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The function's environment (the stack and the emulator set it from the same config)."""
-
-    bucket: str
-    runs_prefix: str
-    queue_url: str
-    dead_letter_queue_url: str
-    metrics_namespace: str
-    metrics_service: str
-    usd_per_inference_unit_hour: float
-
-    @classmethod
-    def from_environment(cls) -> Settings:
-        env = os.environ
-        return cls(
-            bucket=env["BUCKET_NAME"],
-            runs_prefix=env["RUNS_PREFIX"],
-            queue_url=env["QUEUE_URL"],
-            dead_letter_queue_url=env["DEAD_LETTER_QUEUE_URL"],
-            metrics_namespace=env["PROCESSOR_METRICS_NAMESPACE"],
-            metrics_service=env["PROCESSOR_SERVICE_NAME"],
-            usd_per_inference_unit_hour=float(env["USD_PER_INFERENCE_UNIT_HOUR"]),
-        )
+# Read once, at import: the stack (or the emulator) sets them from the declared settings.
+SETTINGS = settings.load()
 
 
 @functools.cache
@@ -106,13 +84,13 @@ def build_record(
     """The run record: the state machine's summary plus minutes, cost and counts. Pure."""
     summary = event["summary"]
     run = summary.get("run") or {}
-    settings = event.get("settings") or {}
+    run_settings = event.get("settings") or {}
     started_at = parse_time(run["startedAt"])
     ended_at = parse_time(event["endedAt"])
     window = model_window(run, ended_at)
     minutes = max(0.0, (window[1] - window[0]).total_seconds() / 60) if window else 0.0
-    units = settings.get("minInferenceUnits", 1)
-    max_units = settings.get("maxInferenceUnits") or None
+    units = run_settings.get("minInferenceUnits", 1)
+    max_units = run_settings.get("maxInferenceUnits") or None
     record = {
         "recordVersion": RECORD_VERSION,
         "outcome": summary["outcome"],
@@ -148,7 +126,7 @@ def build_record(
     return record
 
 
-def count_processor_metrics(settings: Settings, started_at: datetime, ended_at: datetime) -> dict[str, int]:
+def count_processor_metrics(started_at: datetime, ended_at: datetime) -> dict[str, int]:
     """Sums of the processor's per-image metrics over the run, whole minutes at both ends (only one
     run holds the mapping at a time, and the state machine waits for the metrics to settle)."""
     start = started_at.replace(second=0, microsecond=0)
@@ -158,9 +136,9 @@ def count_processor_metrics(settings: Settings, started_at: datetime, ended_at: 
             "Id": field,  # the record's field names are valid query ids
             "MetricStat": {
                 "Metric": {
-                    "Namespace": settings.metrics_namespace,
+                    "Namespace": SETTINGS.processor_metrics_namespace,
                     "MetricName": name,
-                    "Dimensions": [{"Name": "service", "Value": settings.metrics_service}],
+                    "Dimensions": [{"Name": "service", "Value": SETTINGS.processor_service_name}],
                 },
                 "Period": METRIC_PERIOD_SECONDS,
                 "Stat": "Sum",
@@ -192,17 +170,17 @@ def count_messages(queue_url: str) -> int:
     return sum(int(value) for value in attributes.values())
 
 
-def measure(settings: Settings, started_at: datetime, ended_at: datetime) -> tuple[dict[str, Any], list[str]]:
+def measure(started_at: datetime, ended_at: datetime) -> tuple[dict[str, Any], list[str]]:
     """Each count on its own: one failing leaves that field null and says why, the rest stand."""
     counts: dict[str, Any] = dict.fromkeys(COUNTED_METRICS.values())
     problems = []
     try:
-        counts.update(count_processor_metrics(settings, started_at, ended_at))
+        counts.update(count_processor_metrics(started_at, ended_at))
     except (BotoCoreError, ClientError) as error:
         problems.append(f"processor metrics not counted: {error}")
     queues = (
-        ("messagesLeftInQueue", settings.queue_url),
-        ("deadLetterQueueMessages", settings.dead_letter_queue_url),
+        ("messagesLeftInQueue", SETTINGS.queue_url),
+        ("deadLetterQueueMessages", SETTINGS.dead_letter_queue_url),
     )
     for field, url in queues:
         try:
@@ -215,18 +193,17 @@ def measure(settings: Settings, started_at: datetime, ended_at: datetime) -> tup
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = Settings.from_environment()
     run = event["summary"].get("run") or {}
     started_at, ended_at = parse_time(run["startedAt"]), parse_time(event["endedAt"])
-    counts, problems = measure(settings, started_at, ended_at)
+    counts, problems = measure(started_at, ended_at)
     record = build_record(
-        event, counts, problems, usd_per_inference_unit_hour=settings.usd_per_inference_unit_hour
+        event, counts, problems, usd_per_inference_unit_hour=SETTINGS.usd_per_inference_unit_hour
     )
-    key = record_key(settings.runs_prefix, started_at, event["executionName"])
-    record["recordLocation"] = f"s3://{settings.bucket}/{key}"
+    key = record_key(SETTINGS.runs_prefix, started_at, event["executionName"])
+    record["recordLocation"] = f"s3://{SETTINGS.bucket}/{key}"
     # A failed write raises: the state machine then sends its own summary with the error.
     client("s3").put_object(
-        Bucket=settings.bucket,
+        Bucket=SETTINGS.bucket,
         Key=key,
         Body=json.dumps(record, indent=2).encode(),
         ContentType="application/json",

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from emulated_aws.custom_labels import ModelBehaviour
-from emulated_aws.pipeline import EmulatedPipeline, EmulationOptions, Upload, emulated_config
-from stacks.config import STATE_MACHINE_ASL
+from customlabels_batch.emulator.custom_labels import ModelBehaviour
+from customlabels_batch.emulator.pipeline import EmulatedPipeline, EmulationOptions, Upload, emulated_config
+from customlabels_batch.settings import STATE_MACHINE_ASL
 
 REFERENCE_ASL = Path(__file__).resolve().parent / "reference-policy.asl.json"
 PRICE_PER_TRANSITION = 0.025 / 1000
@@ -261,7 +261,7 @@ def print_table(rows: list[dict], out) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m customlabels_batch.bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="one tiny scenario (what `make test` runs)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     elapsed = time.monotonic() - started
     result = {
-        "command": "make bench" if not args.smoke else "python -m bench --smoke",
+        "command": "make bench" if not args.smoke else "python -m customlabels_batch.bench --smoke",
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),

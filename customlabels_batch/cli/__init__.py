@@ -1,17 +1,19 @@
-"""Entry point: `python -m cli demo` runs the pipeline locally; `run-now`, `status` and `redrive`
-work on the deployed stack."""
+"""The `customlabels-batch` console script: `demo` runs the pipeline locally on the emulator;
+`run-now`, `status` and `redrive` work on the deployed stack."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from cli import demo, deployed
+from customlabels_batch.settings import CLI_NAME
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from customlabels_batch.cli import demo, deployed
+
     parser = argparse.ArgumentParser(
-        prog="python -m cli",
+        prog=CLI_NAME,
         description="Run Amazon Rekognition Custom Labels over batches of S3 images, paying only while "
         "there is work: try it locally (demo) or drive the deployed stack.",
     )

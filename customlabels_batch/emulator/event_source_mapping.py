@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import boto3
 
 from .clock import ClockStopped, VirtualClock
-from .moto_patches import SQS_LOCK
+from .moto_fixes import SQS_LOCK
 
 IDLE_POLL_SECONDS = 1.0
 LONG_POLL_SECONDS = 20.0  # Lambda's pollers use SQS long polling

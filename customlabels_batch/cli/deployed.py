@@ -27,7 +27,9 @@ from botocore.exceptions import (
     TokenRetrievalError,
 )
 
-DEFAULT_STACK_NAME = "CustomLabelsBatchPipeline"  # app.py's default (not imported: that loads the CDK)
+from customlabels_batch.settings import CLI_NAME, Settings
+
+DEFAULT_STACK_NAME = Settings.model_fields["stack_name"].default
 DEFAULT_INPUT = {"trigger": "manual"}
 
 EXIT_OK = 0
@@ -46,8 +48,6 @@ QUEUE_COUNT_ATTRIBUTES = (
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 )
-# ReceiveMessage returns these for each message attribute; SendMessage takes them back.
-MESSAGE_ATTRIBUTE_FIELDS = ("DataType", "StringValue", "BinaryValue")
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
 CREDENTIALS_HELP = (
     "set AWS_PROFILE, run `aws configure` (or `aws sso login`), or export AWS_ACCESS_KEY_ID and "
@@ -62,8 +62,6 @@ REJECTED_CREDENTIAL_CODES = {
     "SignatureDoesNotMatch",
     "InvalidSignatureException",
 }
-# What an endpoint that lacks an operation answers (an emulator, never current AWS).
-UNKNOWN_OPERATION_CODES = {"InvalidAction", "UnknownOperationException", "NotImplemented"}
 
 # Patched by tests so following an execution does not really wait.
 _sleep = time.sleep
@@ -383,7 +381,7 @@ def status_warnings(status: dict[str, Any]) -> list[str]:
     if model["status"] in BILLED_MODEL_STATUSES and not status["executionRunning"]:
         warnings.append(
             f"WARNING: the model is {model['status']} but no execution is running: it is billed by the "
-            "inference-unit hour with nothing to stop it. `python -m cli run-now` starts a run that "
+            f"inference-unit hour with nothing to stop it. `{CLI_NAME} run-now` starts a run that "
             "stops it once the queue is empty, or stop it yourself: aws rekognition "
             f"stop-project-version --project-version-arn {model['projectVersionArn']}"
         )
@@ -391,7 +389,7 @@ def status_warnings(status: dict[str, Any]) -> list[str]:
     if dlq_total:
         warnings.append(
             f"WARNING: the dead-letter queue holds {dlq_total} message(s) that failed processing "
-            "repeatedly; once the cause is fixed, `python -m cli redrive` puts them back on the queue"
+            f"repeatedly; once the cause is fixed, `{CLI_NAME} redrive` puts them back on the queue"
         )
     return warnings
 
@@ -483,52 +481,6 @@ def status_command(args: argparse.Namespace) -> int:
 # redrive
 
 
-def move_messages_by_hand(sqs: Any, source_url: str, destination_url: str) -> int:
-    """Receive/send/delete in batches of 10 until the source is empty; returns how many moved.
-
-    Only for endpoints without StartMessageMoveTask: moto 5.2.5 raises NotImplementedError for it
-    (getmoto/moto#10265 is still open). AWS has had it since 2023 and runs the move server-side, so
-    real redrives never come here."""
-    moved = 0
-    while True:
-        messages = sqs.receive_message(
-            QueueUrl=source_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=0,  # short polls: an empty answer ends the loop without waiting
-            VisibilityTimeout=60,
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        if not messages:
-            return moved
-        entries = []
-        for index, message in enumerate(messages):
-            entry: dict[str, Any] = {"Id": str(index), "MessageBody": message["Body"]}
-            if message.get("MessageAttributes"):
-                entry["MessageAttributes"] = {
-                    name: {key: value[key] for key in MESSAGE_ATTRIBUTE_FIELDS if key in value}
-                    for name, value in message["MessageAttributes"].items()
-                }
-            entries.append(entry)
-        sent = sqs.send_message_batch(QueueUrl=destination_url, Entries=entries)
-        sent_ids = {entry["Id"] for entry in sent.get("Successful", [])}
-        if sent_ids:
-            sqs.delete_message_batch(
-                QueueUrl=source_url,
-                Entries=[
-                    {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
-                    for index, message in enumerate(messages)
-                    if str(index) in sent_ids
-                ],
-            )
-        moved += len(sent_ids)
-        if sent.get("Failed"):
-            failure = sent["Failed"][0]
-            raise CliError(
-                f"moved {moved} message(s), then could not send one: {failure.get('Code')}: "
-                f"{failure.get('Message')}; the rest are still in the dead-letter queue"
-            )
-
-
 def redrive(sqs: Any, queue_url: str, dlq_url: str, *, assume_yes: bool) -> int:
     dlq_name, queue_name = _queue_name(dlq_url), _queue_name(queue_url)
     counts = queue_counts(sqs, dlq_url)
@@ -550,19 +502,9 @@ def redrive(sqs: Any, queue_url: str, dlq_url: str, *, assume_yes: bool) -> int:
             return EXIT_FAILED
     dlq_arn = queue_attributes(sqs, dlq_url, ["QueueArn"])["QueueArn"]
     queue_arn = queue_attributes(sqs, queue_url, ["QueueArn"])["QueueArn"]
-    try:
-        handle = sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=queue_arn)["TaskHandle"]
-    except (NotImplementedError, ClientError) as error:
-        if isinstance(error, ClientError) and _error_code(error) not in UNKNOWN_OPERATION_CODES:
-            raise
-        moved = move_messages_by_hand(sqs, dlq_url, queue_url)
-        print(
-            f"StartMessageMoveTask is not available at this endpoint; moved {moved} message(s) to "
-            f"{queue_name} by receive/send/delete instead."
-        )
-        return EXIT_OK
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=queue_arn)["TaskHandle"]
     print(f"Started message move task {handle}")
-    print(f"SQS moves them to {queue_name} in the background; `python -m cli status` shows the counts.")
+    print(f"SQS moves them to {queue_name} in the background; `{CLI_NAME} status` shows the counts.")
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""`python -m cli demo`: the whole pipeline on the embedded emulated AWS, with the outputs a user
+"""`customlabels-batch demo`: the whole pipeline on the embedded emulated AWS, with the outputs a user
 would find in S3, a run report and a gallery of what the model found."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-from emulated_aws.custom_labels import Annotations, ModelBehaviour
-from emulated_aws.dataset import generate_sample_dataset
-from emulated_aws.gallery import write_gallery
-from emulated_aws.pipeline import (
+from customlabels_batch.emulator.custom_labels import Annotations, ModelBehaviour
+from customlabels_batch.emulator.dataset import generate_sample_dataset
+from customlabels_batch.emulator.gallery import write_gallery
+from customlabels_batch.emulator.pipeline import (
     FAULTS,
     DefinitionError,
     EmulatedPipeline,
@@ -22,7 +22,7 @@ from emulated_aws.pipeline import (
     Upload,
     emulated_config,
 )
-from stacks.config import STATE_MACHINE_ASL, ConfigError
+from customlabels_batch.settings import STATE_MACHINE_ASL, ConfigError
 
 DEFAULT_TIME_SCALE = 200.0  # a 10-minute model start shows for 3 s of wall time
 

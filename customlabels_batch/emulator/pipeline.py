@@ -9,9 +9,8 @@ import json
 import math
 import os
 import re
-import sys
-import threading
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,13 +21,20 @@ from urllib.parse import unquote_plus
 import boto3
 from moto import mock_aws
 
-from stacks.config import CLEANUP_INPUT_PREFIX, CLEANUP_STATUSES, STATE_MACHINE_ASL, PipelineConfig
+from customlabels_batch.settings import (
+    CLEANUP_INPUT_PREFIX,
+    CLEANUP_STATUSES,
+    STATE_MACHINE_ASL,
+    Settings,
+    Use,
+)
 
-from . import moto_patches
+from . import functions, moto_fixes, patches
 from .clock import VirtualClock
 from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
 from .event_source_mapping import EventSourceMappingEmulator, InvocationCrash, LambdaContext
 from .metrics import ingest_flushed_metrics
+from .state import Emulation
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -38,9 +44,6 @@ EMULATED_VERSION_ARN = (
     "emulated-project.v1/1700000000001"
 )
 DRIVER_TICK_SECONDS = 10.0  # how often the emulated EventBridge rules and the fault injector look
-LAMBDAS = Path(__file__).resolve().parent.parent / "lambdas"
-PROCESSOR_MODULE = LAMBDAS / "processor" / "app.py"
-RUN_RECORDER_MODULE = LAMBDAS / "run_recorder" / "app.py"
 RUN_RECORDER_NAME = "run-recorder"
 
 FAULTS = {
@@ -70,11 +73,11 @@ def render_definition(text: str, substitutions: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: substitutions[m.group(1)], text)
 
 
-def emulated_config(overrides: dict | None = None) -> PipelineConfig:
+def emulated_config(overrides: dict | None = None) -> Settings:
     """cdk.json's configuration with the emulated model's ARNs (and any overrides)."""
     context = {"projectArn": EMULATED_PROJECT_ARN, "projectVersionArn": EMULATED_VERSION_ARN}
     context.update(overrides or {})
-    return PipelineConfig.from_cdk_json(context)
+    return Settings.from_cdk_json(context)
 
 
 @dataclass
@@ -101,13 +104,14 @@ class EmulationOptions:
 class EmulatedPipeline:
     """Use as a context manager: resources exist inside the block; `run()` drives one scheduled run."""
 
-    def __init__(self, config: PipelineConfig, options: EmulationOptions | None = None):
+    def __init__(self, config: Settings, options: EmulationOptions | None = None):
         self.config = config
         self.options = options or EmulationOptions()
         unknown = set(self.options.faults) - FAULTS.keys()
         if unknown:
             raise ValueError(f"unknown fault {sorted(unknown)}; choose from {sorted(FAULTS)}")
         self.clock = VirtualClock(time_scale=self.options.time_scale)
+        self.emulation = Emulation(clock=self.clock)
         self._exit = contextlib.ExitStack()
         self.uploaded: list[str] = []
         self.events: list[tuple[float, str]] = []
@@ -137,7 +141,6 @@ class EmulatedPipeline:
         self._exit.close()
 
     def _start(self) -> None:
-        moto_patches.install()
         config = self.config
         # moto logs every caught task error with a stack trace; executions' histories keep them.
         self._exit.enter_context(_quiet_logger("moto.stepfunctions.parser"))
@@ -147,7 +150,7 @@ class EmulatedPipeline:
                 config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
             )
         )
-        self._exit.enter_context(_active(self.clock))
+        self._exit.enter_context(patches.applied(self.emulation))
         behaviour = self.options.behaviour
         if "model-start-failure" in self.options.faults:
             behaviour.start_fails = True
@@ -162,7 +165,7 @@ class EmulatedPipeline:
             annotations=self.options.annotations,
             behaviour=behaviour,
         )
-        moto_patches.Active.models[config.project_version_arn] = self.model
+        self.emulation.models[config.project_version_arn] = self.model
 
         region = config.region
         self.s3 = boto3.client("s3", region_name=region)
@@ -226,7 +229,7 @@ class EmulatedPipeline:
                 }
             ),
         )["Role"]["Arn"]
-        processor_environment = config.processor_environment(bucket=self.bucket)
+        processor_environment = config.function_environment(Use.PROCESSOR, bucket=self.bucket)
         function_arn = self.lam.create_function(
             FunctionName="image-processor",
             Runtime="python3.13",
@@ -246,8 +249,8 @@ class EmulatedPipeline:
         )["UUID"]
         _detach_moto_dispatch(region, queue_arn)
 
-        recorder_environment = config.run_recorder_environment(
-            bucket=self.bucket, queue_url=self.queue_url, dead_letter_queue_url=self.dlq_url
+        recorder_environment = config.function_environment(
+            Use.RUN_RECORDER, bucket=self.bucket, queueUrl=self.queue_url, deadLetterQueueUrl=self.dlq_url
         )
         recorder_arn = self.lam.create_function(
             FunctionName=RUN_RECORDER_NAME,
@@ -258,21 +261,22 @@ class EmulatedPipeline:
             Timeout=60,
             Environment={"Variables": recorder_environment},
         )["FunctionArn"]
-        os.environ.update(recorder_environment)
-        moto_patches.Active.functions[RUN_RECORDER_NAME] = self._load_run_recorder(recorder_arn)
+        self.emulation.functions[RUN_RECORDER_NAME] = self._load_run_recorder(
+            recorder_arn, recorder_environment
+        )
 
         substitutions = config.definition_substitutions(
-            queue_url=self.queue_url,
-            mapping_uuid=self.mapping_uuid,
-            topic_arn=self.topic_arn,
-            run_recorder_arn=recorder_arn,
+            QueueUrl=self.queue_url,
+            EventSourceMappingUuid=self.mapping_uuid,
+            NotificationTopicArn=self.topic_arn,
+            RunRecorderFunctionArn=recorder_arn,
         )
         definition = render_definition(self.options.definition.read_text(), substitutions)
         self.state_machine_arn = self.sfn.create_state_machine(
             name="batch-run", definition=definition, roleArn=role
         )["stateMachineArn"]
 
-        os.environ.update(processor_environment)
+        self._processor_environment = processor_environment
         crash_on = self._crash_key if "processor-crash" in self.options.faults else None
         self.mapping = EventSourceMappingEmulator(
             clock=self.clock,
@@ -288,10 +292,12 @@ class EmulatedPipeline:
 
     def _load_processor(self, index: int):
         """A fresh copy of the real handler module, as a new Lambda execution environment loads it."""
-        module = _load_module(PROCESSOR_MODULE, f"emulated_processor_{index}")
+        module = functions.load_handler(
+            functions.PROCESSOR, f"environment_{index}", self._processor_environment
+        )
         ingest_flushed_metrics(module.metrics, now=self.clock.datetime, region=self.config.region)
-        module.pause = self.clock.sleep  # the handler's pauses and pacing run on emulated time
-        module.monotonic = self.clock.now
+        # This copy's pauses and pacing run on emulated time.
+        module.time = types.SimpleNamespace(sleep=self.clock.sleep, monotonic=self.clock.now)
         if self.options.processor_log is not None:
             # Every copy shares one logging handler (same service name); point it at this run's log
             # and put it back on close, so the next emulation does not write to a closed file.
@@ -300,8 +306,8 @@ class EmulatedPipeline:
             handler.stream = self.options.processor_log
         return module.lambda_handler
 
-    def _load_run_recorder(self, function_arn: str) -> Callable[[dict], dict]:
-        module = _load_module(RUN_RECORDER_MODULE, "emulated_run_recorder")
+    def _load_run_recorder(self, function_arn: str, environment: dict[str, str]) -> Callable[[dict], dict]:
+        module = functions.load_handler(functions.RUN_RECORDER, "environment", environment)
         context = LambdaContext(
             function_name=RUN_RECORDER_NAME,
             invoked_function_arn=function_arn,
@@ -497,7 +503,7 @@ class EmulatedPipeline:
         name = url.rsplit("/", 1)[-1]
         queue = sqs_backends[ACCOUNT][self.config.region].queues[name]
         keys = []
-        with moto_patches.SQS_LOCK:
+        with moto_fixes.SQS_LOCK:
             messages = list(queue._messages)
         for message in messages:
             try:
@@ -543,7 +549,7 @@ class EmulatedPipeline:
                 for event in page["events"]
             ]
             path = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
-            times = moto_patches.Active.execution_times.get(arn, {})
+            times = self.emulation.execution_times.get(arn, {})
             summary = {
                 "name": execution["name"],
                 "executionArn": arn,
@@ -648,16 +654,6 @@ def _detach_moto_dispatch(region: str, queue_arn: str) -> None:
             queue.lambda_event_source_mappings.clear()
 
 
-def _load_module(path: Path, name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
 def _empty_zip() -> bytes:
     import io
     import zipfile
@@ -690,23 +686,3 @@ def _quiet_logger(name: str):
         yield
     finally:
         logger.setLevel(level)
-
-
-_active_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _active(clock: VirtualClock):
-    if not _active_lock.acquire(blocking=False):
-        raise RuntimeError("one emulation at a time per process")
-    moto_patches.Active.clock = clock
-    moto_patches.Active.models = {}
-    moto_patches.Active.execution_times = {}
-    moto_patches.Active.functions = {}
-    try:
-        yield
-    finally:
-        moto_patches.Active.clock = None
-        moto_patches.Active.models = {}
-        moto_patches.Active.functions = {}
-        _active_lock.release()

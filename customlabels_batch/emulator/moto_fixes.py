@@ -1,0 +1,171 @@
+"""Where moto 5.2.5 differs from AWS in ways that could be fixed upstream; each has a test
+(tests/test_moto_fixes.py) that fails once moto behaves as AWS does, so the fix can be dropped.
+
+- aws-sdk tasks: AWS maps SDK-style parameter names (`Uuid`) onto the API's members (`UUID`), hands
+  results over as JSON with PascalCase member names and string timestamps, and names errors
+  `Rekognition.X`; moto passes names and boto3's response through and lower-cases the service.
+- The context object's `Execution.StartTime` is an ISO string on AWS, a datetime in moto (which
+  `States.JsonToString` cannot serialise).
+- SQS: moto's queues are not thread-safe (concurrent receives fail with "Set changed size during
+  iteration"); send/receive build all three message counts by scanning every message, and delete
+  scans every receipt handle: quadratic over a drain of thousands.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import threading
+from typing import Any
+from unittest import mock
+
+# Also taken by the emulator where it reads moto's queues directly.
+SQS_LOCK = threading.RLock()
+
+
+def patches(now: Any) -> list[Any]:
+    """`now()` gives the emulated datetime the context object's StartTime should show."""
+    return [*_aws_sdk_tasks(), *_context_start_time(now), *_sqs()]
+
+
+def _aws_sdk_tasks() -> list[Any]:
+    import botocore.session
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_aws_sdk as aws_sdk,
+    )
+    from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
+
+    task_class = aws_sdk.StateTaskServiceAwsSdk
+    session = botocore.session.get_session()
+    shapes: dict[tuple[str, str, str], Any] = {}
+
+    def shape(service: str, action: str, kind: str) -> Any:
+        key = (service, action[0].upper() + action[1:], kind)
+        if key not in shapes:
+            try:
+                operation = session.get_service_model(service).operation_model(key[1])
+                shapes[key] = getattr(operation, kind)
+            except Exception:  # an unknown operation fails later, where AWS would fail it
+                shapes[key] = None
+        return shapes[key]
+
+    def _normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None):
+        service = self._get_boto_service_name(boto_service_name)
+        input_shape = shape(service, service_action_name or self.resource.api_action, "input_shape")
+        if input_shape is not None:
+            self._to_boto_request(parameters, input_shape)
+
+    original_eval = task_class._eval_service_task
+
+    def _eval_service_task(self, env, *args, **kwargs):
+        original_eval(self, env, *args, **kwargs)
+        response = env.stack.pop()
+        output_shape = shape(self._get_boto_service_name(), self.resource.api_action, "output_shape")
+        if output_shape is not None and isinstance(response, dict):
+            self._from_boto_response(response, output_shape)
+        env.stack.append(json.loads(to_json_str(response)))
+
+    return [
+        mock.patch.object(task_class, "_normalise_parameters", _normalise_parameters),
+        mock.patch.object(task_class, "_eval_service_task", _eval_service_task),
+        mock.patch.dict(
+            aws_sdk._SERVICE_ERROR_NAMES,
+            {"rekognition": "Rekognition", "lambda": "Lambda", "sqs": "Sqs", "sns": "Sns", "s3": "S3"},
+        ),
+    ]
+
+
+def _context_start_time(now: Any) -> list[Any]:
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original = ExecutionWorker._get_evaluation_environment
+
+    def _get_evaluation_environment(self):
+        env = original(self)
+        execution = env.states.context_object.context_object_data["Execution"]
+        if isinstance(execution.get("StartTime"), _dt.datetime):
+            execution["StartTime"] = now().isoformat().replace("+00:00", "Z")
+        return env
+
+    return [mock.patch.object(ExecutionWorker, "_get_evaluation_environment", _get_evaluation_environment)]
+
+
+def _sqs() -> list[Any]:
+    from moto.sqs import models as sqs_models
+
+    def serialised(method):
+        def wrapper(*args, **kwargs):
+            with SQS_LOCK:
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    result = []
+    # send_message and receive_message read queue.attributes only for ContentBasedDeduplication and
+    # MessageRetentionPeriod, yet that builds the three counts by scanning every message.
+    skip_counts = threading.local()
+    for count in (
+        "approximate_number_of_messages",
+        "approximate_number_of_messages_not_visible",
+        "approximate_number_of_messages_delayed",
+    ):
+        original_count = getattr(sqs_models.Queue, count)
+
+        def counted(self, _original=original_count):
+            return 0 if getattr(skip_counts, "active", False) else _original.fget(self)
+
+        result.append(mock.patch.object(sqs_models.Queue, count, property(counted)))
+
+    def without_counts(method):
+        def wrapper(self, *args, **kwargs):
+            skip_counts.active = True
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                skip_counts.active = False
+
+        return wrapper
+
+    # Queue.delete_message scans every message's receipt-handle history; index the current handle of
+    # each received message instead (same result).
+    by_handle: dict[str, Any] = {}
+    original_mark_received = sqs_models.Message.mark_received
+
+    def mark_received(self, visibility_timeout=None):
+        original_mark_received(self, visibility_timeout)
+        by_handle[self.receipt_handle] = self
+
+    original_delete = sqs_models.Queue.delete_message
+
+    def delete_message(self, receipt_handle):
+        message = by_handle.get(receipt_handle)
+        if receipt_handle in self.deleted_messages or message is None or message not in self._messages:
+            return original_delete(self, receipt_handle)  # moto's own answer, errors included
+        self._messages.remove(message)
+        self.pending_messages.discard(message)
+        self.deleted_messages.update(message.all_receipt_handles)
+        for handle in message.all_receipt_handles:
+            by_handle.pop(handle, None)
+        return None
+
+    result += [
+        mock.patch.object(sqs_models.Message, "mark_received", mark_received),
+        mock.patch.object(sqs_models.Queue, "delete_message", delete_message),
+    ]
+    backend = sqs_models.SQSBackend
+    wrapped = {
+        name: serialised(getattr(backend, name))
+        for name in (
+            "get_queue_attributes",
+            "send_message_batch",
+            "delete_message",
+            "delete_message_batch",
+            "change_message_visibility",
+            "change_message_visibility_batch",
+            "purge_queue",
+        )
+    }
+    wrapped["send_message"] = serialised(without_counts(backend.send_message))
+    wrapped["receive_message"] = serialised(without_counts(backend.receive_message))
+    result += [mock.patch.object(backend, name, method) for name, method in wrapped.items()]
+    return result

@@ -1,0 +1,38 @@
+"""Applies the emulation's changes to moto for the duration of one emulation, and takes them back
+after: upstreamable fixes (moto_fixes), the clock (virtual_time), emulated services (services)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import moto
+
+from . import moto_fixes, services, virtual_time
+from .state import Emulation
+
+SUPPORTED_MOTO = "5.2.5"
+_one_at_a_time = threading.Lock()
+
+
+@contextlib.contextmanager
+def applied(emulation: Emulation) -> Iterator[None]:
+    if moto.__version__ != SUPPORTED_MOTO:
+        raise RuntimeError(
+            f"the emulator patches moto internals and is tested with moto=={SUPPORTED_MOTO}; "
+            f"found {moto.__version__}. Install the pinned requirements.txt."
+        )
+    if not _one_at_a_time.acquire(blocking=False):
+        raise RuntimeError("one emulation at a time per process: moto's backends are process-wide")
+    try:
+        with contextlib.ExitStack() as stack:
+            for patch in (
+                *moto_fixes.patches(emulation.clock.datetime),
+                *virtual_time.patches(emulation),
+                *services.patches(emulation),
+            ):
+                stack.enter_context(patch)
+            yield
+    finally:
+        _one_at_a_time.release()

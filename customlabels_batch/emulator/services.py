@@ -1,0 +1,178 @@
+"""Services moto lacks, emulated on its backends: the Custom Labels model lifecycle and
+DetectCustomLabels (answered by the emulated models), Lambda Invoke of the functions an emulation
+runs in-process (moto's Docker-free backend would only echo the event), and SQS's
+StartMessageMoveTask (moto raises NotImplementedError)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import traceback
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
+from .state import Emulation
+
+
+def patches(emulation: Emulation) -> list[Any]:
+    return [*_rekognition(emulation), *_lambda_invoke(emulation), *message_move_tasks()]
+
+
+def _rekognition(emulation: Emulation) -> list[Any]:
+    from moto.core.exceptions import JsonRESTError
+    from moto.rekognition.responses import RekognitionResponse
+
+    from .custom_labels import ModelError
+
+    models = emulation.models
+    original_detect = RekognitionResponse.detect_custom_labels
+
+    def _model(arn: str):
+        model = models.get(arn)
+        if model is None:
+            raise JsonRESTError("ResourceNotFoundException", f"No model version {arn}.")
+        return model
+
+    def _api(fn):
+        def wrapper(self):
+            try:
+                return json.dumps(fn(self))
+            except ModelError as error:
+                raise JsonRESTError(error.code, error.message) from None
+
+        return wrapper
+
+    @_api
+    def start_project_version(self):
+        model = _model(self._get_param("ProjectVersionArn"))
+        return {
+            "Status": model.start(self._get_param("MinInferenceUnits"), self._get_param("MaxInferenceUnits"))
+        }
+
+    @_api
+    def stop_project_version(self):
+        return {"Status": _model(self._get_param("ProjectVersionArn")).stop()}
+
+    @_api
+    def describe_project_versions(self):
+        project = self._get_param("ProjectArn")
+        names = self._get_param("VersionNames") or []
+        if not any(m.project_arn == project for m in models.values()):
+            raise JsonRESTError("ResourceNotFoundException", f"No project {project}.")
+        return {
+            "ProjectVersionDescriptions": [
+                m.describe()
+                for m in models.values()
+                if m.project_arn == project and (not names or m.version_name in names)
+            ]
+        }
+
+    def detect_custom_labels(self):
+        arn = self._get_param("ProjectVersionArn")
+        if arn not in models:
+            return original_detect(self)
+        image = self._get_param("Image") or {}
+        data = None
+        if "S3Object" in image:
+            data = _read_s3_object(self.current_account, self.partition, image["S3Object"])
+        return _api(
+            lambda _self: {
+                "CustomLabels": models[arn].detect(
+                    data,
+                    min_confidence=self._get_param("MinConfidence"),
+                    max_results=self._get_param("MaxResults"),
+                )
+            }
+        )(self)
+
+    return [
+        mock.patch.object(RekognitionResponse, "start_project_version", start_project_version, create=True),
+        mock.patch.object(RekognitionResponse, "stop_project_version", stop_project_version, create=True),
+        mock.patch.object(
+            RekognitionResponse, "describe_project_versions", describe_project_versions, create=True
+        ),
+        mock.patch.object(RekognitionResponse, "detect_custom_labels", detect_custom_labels),
+    ]
+
+
+def _read_s3_object(account: str, partition: str, s3_object: dict) -> bytes | None:
+    from moto.s3.models import s3_backends
+
+    try:
+        key = s3_backends[account][partition].get_object(s3_object["Bucket"], s3_object["Name"])
+    except Exception:  # missing bucket or key: the model reports InvalidS3ObjectException
+        return None
+    return None if key is None else key.value
+
+
+def _lambda_invoke(emulation: Emulation) -> list[Any]:
+    """Synchronous Invoke of a registered function runs its handler here, answering as Lambda does:
+    the JSON result, or X-Amz-Function-Error: Unhandled with errorType/errorMessage."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    original = LambdaSimpleBackend.invoke
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):  # noqa: PLR0917 - moto's
+        handler = emulation.functions.get(self.get_function(function_name, qualifier).function_name)
+        if handler is None:
+            return original(self, function_name, qualifier, body, headers, response_headers)
+        event = json.loads(body) if body else {}
+        try:
+            result = handler(event)
+        except Exception as error:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorType": type(error).__name__,
+                    "errorMessage": str(error),
+                    "stackTrace": traceback.format_exception(error),
+                }
+            ).encode()
+        return json.dumps(result).encode()
+
+    return [mock.patch.object(LambdaSimpleBackend, "invoke", invoke)]
+
+
+def message_move_tasks() -> list[Any]:
+    """StartMessageMoveTask: every message of the source (a dead-letter queue) moves to the
+    destination, or back to the queue it came from. AWS moves them in the background at up to 500
+    a second; here the move is done when the call returns."""
+    from moto.core.responses import ActionResult
+    from moto.sqs.responses import SQSResponse
+
+    from .moto_fixes import SQS_LOCK
+
+    def start_message_move_task(self):
+        backend = self.sqs_backend
+        source = _queue_by_arn(backend, self._get_param("SourceArn"))
+        destination_arn = self._get_param("DestinationArn")
+        if destination_arn:
+            destinations = [_queue_by_arn(backend, destination_arn)]
+        else:
+            destinations = backend.list_dead_letter_source_queues(source.name)[:1]
+        with SQS_LOCK:
+            for message in list(source._messages):
+                source._messages.remove(message)
+                source.pending_messages.discard(message)
+                backend.send_message(
+                    destinations[0].name, message.body, message_attributes=message.message_attributes
+                )
+        return ActionResult({"TaskHandle": str(uuid.uuid4())})
+
+    return [mock.patch.object(SQSResponse, "start_message_move_task", start_message_move_task, create=True)]
+
+
+def _queue_by_arn(backend: Any, arn: str) -> Any:
+    name = arn.rsplit(":", 1)[-1]
+    return backend.get_queue(name)
+
+
+@contextlib.contextmanager
+def emulated_message_move_tasks() -> Iterator[None]:
+    """For code that talks to plain moto (the CLI's tests): StartMessageMoveTask as on AWS."""
+    with contextlib.ExitStack() as stack:
+        for patch in message_move_tasks():
+            stack.enter_context(patch)
+        yield

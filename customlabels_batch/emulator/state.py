@@ -1,0 +1,24 @@
+"""What one emulation's patches consult: its clock, its models, its in-process functions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .clock import VirtualClock
+    from .custom_labels import EmulatedModel
+
+
+@dataclass
+class Emulation:
+    clock: VirtualClock
+    # Model version ARN -> the emulated model answering for it.
+    models: dict[str, EmulatedModel] = field(default_factory=dict)
+    # Function name -> handler(event) run in-process when the function is invoked.
+    functions: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # Execution ARN -> {"started": s, "stopped": s} in emulated seconds.
+    execution_times: dict[str, dict[str, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)

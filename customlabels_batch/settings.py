@@ -1,0 +1,595 @@
+"""Every setting of the pipeline, declared once: name, type, default, bounds, meaning and consumer.
+
+cdk.json context and `-c key=value` flags (which arrive as strings) are parsed and validated by this
+declaration; the CDK app, the Lambda environments, the state machine's substitutions, the emulator,
+the CLI and the README's configuration table all derive from it. Pure Python (no aws-cdk-lib), so the
+installed console script and the tests can use it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from enum import StrEnum
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel, to_pascal
+
+STATE_MACHINE_ASL = Path(str(resources.files("customlabels_batch.statemachine") / "batch_run.asl.json"))
+# The environment variable both Lambda functions read their settings from (lambdas/settings.py).
+FUNCTION_SETTINGS_VARIABLE = "PIPELINE_SETTINGS"
+# The console script; messages and alarm texts tell people to run it.
+CLI_NAME = "customlabels-batch"
+
+# With 0.4 s calls, three paced processors keep one inference unit at its 5 TPS (the bench).
+CONCURRENCY_PER_INFERENCE_UNIT = 3
+# The processor's Powertools service name and metrics namespace (the dashboard and the run recorder
+# read its metrics by these).
+PROCESSOR_SERVICE_NAME = "customlabels-processor"
+PROCESSOR_METRICS_NAMESPACE = "CustomLabelsBatch"
+# Execution statuses after which a Catch cannot have run (FAILED included: a States.Runtime error in
+# a Pass or Choice state skips every Catch); the status-change rule starts a clean-up run for them.
+CLEANUP_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
+# Every clean-up execution's input starts with this, so a failed clean-up never triggers another.
+CLEANUP_INPUT_PREFIX = '{"cleanup"'
+# SQS: a queue's visibility timeout is at most 12 hours.
+MAX_VISIBILITY_TIMEOUT_SECONDS = 43200
+
+_PROJECT_ARN = re.compile(
+    r"^arn:aws[a-z-]*:rekognition:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"project/(?P<project>[A-Za-z0-9][A-Za-z0-9_.\-]{0,254})/(?P<stamp>\d{13})$"
+)
+_VERSION_ARN = re.compile(
+    r"^arn:aws[a-z-]*:rekognition:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"project/(?P<project>[A-Za-z0-9][A-Za-z0-9_.\-]{0,254})/version/"
+    r"(?P<version>[A-Za-z0-9][A-Za-z0-9_.\-]{0,254})/(?P<stamp>\d{13})$"
+)
+EXAMPLE_PROJECT_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/my-project/1700000000000"
+EXAMPLE_VERSION_ARN = (
+    "arn:aws:rekognition:us-east-1:123456789012:project/my-project/version/my-project.v1/1700000000000"
+)
+_EXAMPLES = {"projectArn": EXAMPLE_PROJECT_ARN, "projectVersionArn": EXAMPLE_VERSION_ARN}
+_PREFIX = r"^[^/].*/$"
+_PREFIX_FORM = "like 'folder/'"
+_SCHEDULE = r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$"
+# Context keys of our own are plain camelCase; CDK's own keys (feature flags, lookups) are not.
+_OWN_KEY = re.compile(r"^[a-z][A-Za-z0-9]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message says what to pass."""
+
+
+class Use(StrEnum):
+    """Who reads a setting. The processor's and run recorder's settings reach their environment and
+    the state machine's become `${PascalCase}` definition substitutions without further wiring."""
+
+    STACK = "stack"
+    PROCESSOR = "processor"
+    RUN_RECORDER = "run recorder"
+    STATE_MACHINE = "state machine"
+    MONITORING = "monitoring"
+    CLI = "cli"
+
+
+def setting(meaning: str, *used_by: Use, default: Any = ..., form: str | None = None, **bounds: Any) -> Any:
+    """One setting's declaration: its meaning (the README row), readers, bounds, and for a `pattern`
+    the form to name when a value does not match it."""
+    extra = {"usedBy": [u.value for u in used_by], "form": form}
+    return Field(default, description=meaning, json_schema_extra=extra, **bounds)
+
+
+def _installed_powertools() -> str:
+    # The layer the functions run on is the Powertools release the lock file pins for the tests.
+    return metadata.version("aws-lambda-powertools")
+
+
+Seconds = Annotated[int, Field(ge=1)]
+
+
+class Settings(BaseModel):
+    """The pipeline's configuration. Field names in camelCase are the cdk.json / `-c` keys."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", validate_default=True
+    )
+
+    # ---- the model -----------------------------------------------------------------------------
+    project_arn: str = setting("the Custom Labels project", Use.STATE_MACHINE)
+    project_version_arn: str = setting(
+        "the model version to run (in that project)", Use.STATE_MACHINE, Use.PROCESSOR
+    )
+    # ---- ingest --------------------------------------------------------------------------------
+    input_prefix: str = setting(
+        "uploads under this prefix are queued",
+        Use.STACK,
+        Use.PROCESSOR,
+        default="incoming/",
+        pattern=_PREFIX,
+        form=_PREFIX_FORM,
+    )
+    results_prefix: str = setting(
+        "one JSON result per image", Use.PROCESSOR, default="results/", pattern=_PREFIX, form=_PREFIX_FORM
+    )
+    errors_prefix: str = setting(
+        "one error record per unusable image or message",
+        Use.PROCESSOR,
+        default="errors/",
+        pattern=_PREFIX,
+        form=_PREFIX_FORM,
+    )
+    runs_prefix: str = setting(
+        "one JSON record per run", Use.RUN_RECORDER, default="runs/", pattern=_PREFIX, form=_PREFIX_FORM
+    )
+    max_receive_count: int = setting(
+        "deliveries before a message moves to the DLQ", Use.STACK, default=6, ge=1, le=1000
+    )
+    # ---- processor -----------------------------------------------------------------------------
+    min_confidence: float | None = setting(
+        "`MinConfidence` for DetectCustomLabels (unset: each label's trained threshold)",
+        Use.PROCESSOR,
+        default=None,
+        ge=0,
+        le=100,
+    )
+    max_results: int | None = setting(
+        "`MaxResults` for DetectCustomLabels", Use.PROCESSOR, default=None, ge=1
+    )
+    processor_timeout_seconds: int = setting(
+        "Lambda timeout; the queue's visibility timeout is 6x this", Use.STACK, default=60, ge=1, le=900
+    )
+    processor_memory_mb: int = setting("Lambda memory", Use.STACK, default=256, ge=128, le=10240)
+    retry_delay_seconds: int = setting(
+        "first retry delay of a failed image (doubles per delivery, up to 300 s)",
+        Use.PROCESSOR,
+        default=10,
+        ge=1,
+    )
+    batch_size: int = setting(
+        "messages per Lambda invocation (small batches keep every paced processor busy to the end)",
+        Use.STACK,
+        default=5,
+        ge=1,
+        le=10000,
+    )
+    max_concurrency: int | None = setting(
+        'concurrent invocations; unset: 3 per inference unit, which keeps the model busy (see "What it '
+        'costs")',
+        Use.STACK,
+        default=None,
+        ge=2,
+        le=1000,
+    )
+    model_tps_per_inference_unit: float = setting(
+        "the model's throughput per inference unit; each of the `maxConcurrency` processors paces its "
+        "calls to its share (0 turns pacing off)",
+        Use.STACK,
+        default=5.0,
+        ge=0,
+    )
+    # ---- model capacity ------------------------------------------------------------------------
+    min_inference_units: int = setting(
+        "inference units to start the model with", Use.STATE_MACHINE, default=1, ge=1
+    )
+    max_inference_units: int | None = setting(
+        "set to enable Custom Labels auto-scaling up to this many units",
+        Use.STATE_MACHINE,
+        default=None,
+        ge=1,
+    )
+    # ---- orchestration -------------------------------------------------------------------------
+    model_poll_seconds: Seconds = setting(
+        "how often to check a starting model", Use.STATE_MACHINE, default=30
+    )
+    model_start_timeout_seconds: Seconds = setting(
+        "give up (and stop the model) if it is not RUNNING by then", Use.STATE_MACHINE, default=2700
+    )
+    mapping_poll_seconds: Seconds = setting(
+        "how often to check the mapping's state and in-flight work", Use.STATE_MACHINE, default=5
+    )
+    mapping_timeout_seconds: Seconds = setting(
+        "give up if the mapping does not reach Enabled/Disabled", Use.STATE_MACHINE, default=300
+    )
+    drain_poll_seconds: Seconds = setting(
+        "how often to count the queue while draining", Use.STATE_MACHINE, default=30
+    )
+    empty_polls_required: int = setting(
+        'consecutive empty counts that mean "drained"', Use.STATE_MACHINE, default=2, ge=1
+    )
+    max_drain_seconds: Seconds = setting(
+        "cost guard: stop the model after this long even if work remains", Use.STATE_MACHINE, default=4 * 3600
+    )
+    in_flight_wait_seconds: Seconds = setting(
+        "how long to wait for in-flight batches after disabling the mapping", Use.STATE_MACHINE, default=300
+    )
+    metrics_settle_seconds: int = setting(
+        "after a run that had the model running, wait this long (model already stopped) so the "
+        "processor's metrics reach CloudWatch before the run record counts them",
+        Use.STATE_MACHINE,
+        default=120,
+        ge=0,
+        le=900,
+    )
+    schedule: str = setting(
+        "EventBridge schedule expression",
+        Use.STACK,
+        default="rate(1 hour)",
+        pattern=_SCHEDULE,
+        form="rate(...) or cron(...)",
+    )
+    schedule_enabled: bool = setting("`false` leaves only manual runs", Use.STACK, default=True)
+    notification_email: str | None = setting(
+        "subscribe this address to the topic (confirm the e-mail AWS sends)",
+        Use.STACK,
+        default=None,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        form="an e-mail address",
+    )
+    # ---- monitoring ----------------------------------------------------------------------------
+    alarms_enabled: bool = setting(
+        "create the CloudWatch alarms (they notify the topic)", Use.MONITORING, default=True
+    )
+    model_in_service_alarm_minutes: int = setting(
+        "alarm when the model has been in service this long (at least the longest healthy run)",
+        Use.MONITORING,
+        default=300,
+        le=1440,
+    )
+    error_records_alarm_threshold: int = setting(
+        "alarm when more error records than this are written in an hour", Use.MONITORING, default=50, ge=0
+    )
+    usd_per_inference_unit_hour: float = setting(
+        "the model's price per inference-unit hour, for run records and the dashboard's cost estimate",
+        Use.RUN_RECORDER,
+        Use.MONITORING,
+        default=4.0,
+        gt=0,
+    )
+    # ---- deployment ----------------------------------------------------------------------------
+    powertools_version: str = setting(
+        "the Powertools public layer version the functions run on (default: the locked package's)",
+        Use.STACK,
+        default_factory=_installed_powertools,
+        pattern=r"^\d+\.\d+\.\d+$",
+        form="a release number like 3.37.0",
+    )
+    stack_name: str = setting(
+        "CloudFormation stack name (the CLI's `--stack-name` default)",
+        Use.STACK,
+        Use.CLI,
+        default="CustomLabelsBatchPipeline",
+        pattern=r"^[A-Za-z][A-Za-z0-9-]{0,127}$",
+        form="a CloudFormation stack name (letters, digits, hyphens; a letter first)",
+    )
+
+    @field_validator("project_arn", "project_version_arn", mode="after")
+    @classmethod
+    def _arn(cls, value: str, info: Any) -> str:
+        pattern = _PROJECT_ARN if info.field_name == "project_arn" else _VERSION_ARN
+        if not pattern.match(value):
+            key = to_camel(info.field_name)
+            raise ValueError(f"expected an ARN like {_EXAMPLES[key]}")
+        return value
+
+    def model_post_init(self, _context: Any) -> None:
+        problems = [message for rule in CROSS_RULES.values() if (message := rule(self))]
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    # ---- derived values ------------------------------------------------------------------------
+    @property
+    def region(self) -> str:
+        return _VERSION_ARN.match(self.project_version_arn)["region"]
+
+    @property
+    def account(self) -> str:
+        return _VERSION_ARN.match(self.project_version_arn)["account"]
+
+    @property
+    def project_name(self) -> str:
+        return _PROJECT_ARN.match(self.project_arn)["project"]
+
+    @property
+    def version_name(self) -> str:
+        return _VERSION_ARN.match(self.project_version_arn)["version"]
+
+    @property
+    def concurrency(self) -> int:
+        """Processor environments at once: enough paced callers to keep every inference unit busy."""
+        return self.max_concurrency or min(1000, CONCURRENCY_PER_INFERENCE_UNIT * self.min_inference_units)
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        # AWS guidance for SQS event sources: at least 6x the function timeout.
+        return 6 * self.processor_timeout_seconds
+
+    @property
+    def longest_healthy_run_minutes(self) -> int:
+        """How long a run that fails nowhere can hold the model with these settings."""
+        seconds = (
+            self.model_start_timeout_seconds
+            + 2 * self.mapping_timeout_seconds
+            + self.max_drain_seconds
+            + self.in_flight_wait_seconds
+        )
+        return math.ceil(seconds / 60)
+
+    def to_context(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True)
+
+    # ---- what each consumer gets ---------------------------------------------------------------
+    def values_for(self, use: Use) -> dict[str, Any]:
+        """The declared settings `use` reads, by their camelCase names."""
+        return {name: getattr(self, field) for field, name in _names() if use.value in _used_by(field)}
+
+    def _fields_for(self, use: Use) -> dict[str, Any]:
+        return {field: getattr(self, field) for field, _ in _names() if use.value in _used_by(field)}
+
+    def function_settings(self, use: Use, **resources: str) -> str:
+        """The JSON a Lambda function reads at import (lambdas/settings.py): its declared settings,
+        what is derived for it, and the names of the resources it works on."""
+        values = self.values_for(use) | _DERIVED.get(use, lambda _: {})(self) | resources
+        return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+    def function_environment(self, use: Use, **resources: str) -> dict[str, str]:
+        environment = {FUNCTION_SETTINGS_VARIABLE: self.function_settings(use, **resources)}
+        if use is Use.PROCESSOR:
+            environment["POWERTOOLS_SERVICE_NAME"] = PROCESSOR_SERVICE_NAME
+            environment["POWERTOOLS_METRICS_NAMESPACE"] = PROCESSOR_METRICS_NAMESPACE
+        return environment
+
+    def definition_substitutions(self, **resources: str) -> dict[str, str]:
+        """Values for every `${Placeholder}` in the ASL: the state machine's settings under their
+        PascalCase names, what is derived for it, and its resources. The stack and the emulator
+        both use this."""
+        values = {to_pascal(field): value for field, value in self._fields_for(Use.STATE_MACHINE).items()}
+        values |= _DERIVED[Use.STATE_MACHINE](self)
+        values |= resources
+        return {name: _substitution(value) for name, value in values.items()}
+
+    # ---- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any]) -> Settings:
+        """From cdk.json context and `-c key=value` flags. Empty values mean "unset"; keys of our form
+        that name no setting are refused with the nearest match; CDK's own keys are ignored."""
+        names = {name for _, name in _names()}
+        unknown = sorted(k for k in context if _OWN_KEY.match(k) and k not in names)
+        if unknown:
+            hints = [
+                f"'{key}'"
+                + (
+                    f" (did you mean '{match[0]}'?)"
+                    if (match := difflib.get_close_matches(key, names, 1))
+                    else ""
+                )
+                for key in unknown
+            ]
+            raise ConfigError(
+                f"unknown setting {', '.join(hints)}: the README's Configuration table lists them"
+            )
+        values = {k: v for k, v in context.items() if k in names and v is not None and v != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            raise ConfigError(_describe(error)) from None
+
+    @classmethod
+    def from_cdk_json(cls, overrides: Mapping[str, Any] | None = None, path: Path | None = None) -> Settings:
+        """cdk.json's context (the one in `path`, else in the current directory, if any) with overrides."""
+        path = path or Path("cdk.json")
+        context = dict(json.loads(path.read_text())["context"]) if path.is_file() else {}
+        context.update(overrides or {})
+        return cls.from_context(context)
+
+
+# ---- rules across settings: each returns what is wrong, or None ---------------------------------
+def _version_in_project(s: Settings) -> str | None:
+    project, version = _PROJECT_ARN.match(s.project_arn), _VERSION_ARN.match(s.project_version_arn)
+    if [project[g] for g in ("region", "account", "project")] != [
+        version[g] for g in ("region", "account", "project")
+    ]:
+        return (
+            "projectVersionArn does not belong to projectArn: pass the version ARN of a model in that "
+            "project (same region, account and project name)"
+        )
+    return None
+
+
+def _prefixes_apart(s: Settings) -> str | None:
+    # Overlap would feed results back into the queue as new images.
+    prefixes = [s.input_prefix, s.results_prefix, s.errors_prefix, s.runs_prefix]
+    for i, a in enumerate(prefixes):
+        for j, b in enumerate(prefixes):
+            if i != j and b.startswith(a):
+                return f"prefixes must not overlap: {a!r} contains {b!r}"
+    return None
+
+
+def _units_ordered(s: Settings) -> str | None:
+    if s.max_inference_units is not None and s.max_inference_units < s.min_inference_units:
+        return "maxInferenceUnits must be at least minInferenceUnits"
+    return None
+
+
+def _start_timeout_covers_a_poll(s: Settings) -> str | None:
+    if s.model_start_timeout_seconds < s.model_poll_seconds:
+        return "modelStartTimeoutSeconds must be at least modelPollSeconds"
+    return None
+
+
+def _drain_limit_covers_a_poll(s: Settings) -> str | None:
+    if s.max_drain_seconds < s.drain_poll_seconds:
+        return "maxDrainSeconds must be at least drainPollSeconds"
+    return None
+
+
+def _rate_grammar(s: Settings) -> str | None:
+    rate = re.match(r"^rate\((\d+) (minute|hour|day)(s?)\)$", s.schedule)
+    if rate and (rate[1] == "1") == bool(rate[3]):
+        return f"schedule {s.schedule!r}: write 'rate(1 hour)' or 'rate(2 hours)'"
+    return None
+
+
+def _alarm_outlasts_a_healthy_run(s: Settings) -> str | None:
+    longest = s.longest_healthy_run_minutes
+    if s.model_in_service_alarm_minutes < longest:
+        return (
+            f"modelInServiceAlarmMinutes must be {longest}-1440: a healthy run can hold the model "
+            f"{longest} minutes with these settings, and CloudWatch evaluates at most a day"
+        )
+    return None
+
+
+def _powertools_layer_published(s: Settings) -> str | None:
+    # python3.14 arm64 layer parameters exist for every release from 3.24.0 (stacks/functions.py).
+    if tuple(int(part) for part in s.powertools_version.split(".")) < (3, 24, 0):
+        return (
+            f"powertoolsVersion must be 3.24.0 or newer (got {s.powertools_version}): older releases "
+            "publish no python3.14 layer parameter"
+        )
+    return None
+
+
+CROSS_RULES: dict[str, Callable[[Settings], str | None]] = {
+    "powertools layer published": _powertools_layer_published,
+    "version in project": _version_in_project,
+    "prefixes apart": _prefixes_apart,
+    "units ordered": _units_ordered,
+    "start timeout covers a poll": _start_timeout_covers_a_poll,
+    "drain limit covers a poll": _drain_limit_covers_a_poll,
+    "rate grammar": _rate_grammar,
+    "alarm outlasts a healthy run": _alarm_outlasts_a_healthy_run,
+}
+
+
+# ---- values derived for a consumer (ASL has no division; the processor paces at its share) -----
+def _state_machine_derived(s: Settings) -> dict[str, Any]:
+    return {
+        "ModelVersionName": s.version_name,
+        "MaxModelPolls": math.ceil(s.model_start_timeout_seconds / s.model_poll_seconds),
+        "MaxMappingPolls": math.ceil(s.mapping_timeout_seconds / s.mapping_poll_seconds),
+        "MaxDrainPolls": math.ceil(s.max_drain_seconds / s.drain_poll_seconds),
+        "InFlightPollSeconds": s.mapping_poll_seconds,
+        "MaxInFlightPolls": math.ceil(s.in_flight_wait_seconds / s.mapping_poll_seconds),
+        "MaxInferenceUnits": s.max_inference_units or 0,
+    }
+
+
+def _processor_derived(s: Settings) -> dict[str, Any]:
+    if s.model_tps_per_inference_unit <= 0:
+        return {"maxCallsPerSecond": None}
+    calls = s.min_inference_units * s.model_tps_per_inference_unit / s.concurrency
+    return {"maxCallsPerSecond": float(f"{calls:.6g}")}
+
+
+def _run_recorder_derived(_: Settings) -> dict[str, Any]:
+    return {
+        "processorMetricsNamespace": PROCESSOR_METRICS_NAMESPACE,
+        "processorServiceName": PROCESSOR_SERVICE_NAME,
+    }
+
+
+_DERIVED: dict[Use, Callable[[Settings], dict[str, Any]]] = {
+    Use.RUN_RECORDER: _run_recorder_derived,
+    Use.STATE_MACHINE: _state_machine_derived,
+    Use.PROCESSOR: _processor_derived,
+}
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def _names() -> Iterator[tuple[str, str]]:
+    for field, info in Settings.model_fields.items():
+        yield field, info.alias or to_camel(field)
+
+
+def _used_by(field: str) -> list[str]:
+    return Settings.model_fields[field].json_schema_extra["usedBy"]
+
+
+def _form(key: str) -> str | None:
+    fields = {name: field for field, name in _names()}
+    return Settings.model_fields[fields[key]].json_schema_extra["form"] if key in fields else None
+
+
+def _substitution(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _describe(error: ValidationError) -> str:
+    """pydantic's errors as one line that names each setting by its key."""
+    parts = []
+    for item in error.errors(include_url=False):
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if not key:  # a rule across settings names them itself
+            parts.append(message)
+        elif item["type"] == "missing":
+            example = _EXAMPLES.get(key, "<value>")
+            parts.append(
+                f"Missing context '{key}': pass -c {key}=<ARN> (or set it in cdk.json), e.g. {example}"
+            )
+        elif key in _EXAMPLES:
+            parts.append(f"Malformed context '{key}' ({item['input']!r}): {message}")
+        elif item["type"] == "string_pattern_mismatch" and _form(key):
+            parts.append(f"'{key}' must be {_form(key)} (got {item['input']!r})")
+        else:
+            parts.append(f"'{key}' has an invalid value {item['input']!r}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def readme_table() -> str:
+    """The README's configuration table, generated from the declaration (a test keeps them equal)."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for field, name in _names():
+        info = Settings.model_fields[field]
+        if info.is_required():
+            default = "required"
+        elif info.default_factory is not None:
+            default = f"`{info.default_factory()}`"
+        elif info.default is None:
+            default = "unset"
+        else:
+            default = f"`{_substitution(info.default)}`"
+        rows.append(f"| `{name}` | {default} | {info.description}{_bounds(info)} |")
+    return "\n".join(rows)
+
+
+def _bounds(info: Any) -> str:
+    def bound(kind: type) -> float | None:
+        return next((getattr(m, kind.__name__.lower()) for m in info.metadata if isinstance(m, kind)), None)
+
+    ge, gt, le = bound(annotated_types.Ge), bound(annotated_types.Gt), bound(annotated_types.Le)
+    if ge is not None and le is not None:
+        return f" ({ge:g}-{le:g})"
+    if ge is not None:
+        return f" (at least {ge:g})"
+    if gt is not None:
+        return f" (more than {gt:g})"
+    if le is not None:
+        return f" (at most {le:g})"
+    return ""
+
+
+def _write_readme(path: Path) -> None:
+    """Replace the configuration table in `path` (from its header row to the first non-table line)."""
+    lines = path.read_text().splitlines()
+    start = lines.index("| key | default | meaning |")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    path.write_text("\n".join([*lines[:start], readme_table(), *lines[end:]]) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["--write-readme"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m customlabels_batch.settings --write-readme README.md")
+    _write_readme(Path(sys.argv[2]))
