@@ -81,11 +81,11 @@ class NotAnS3NotificationError(ValueError):
     """The message body is not an S3 event notification."""
 
 
-# Read once, at import: the stack (or the emulator) sets them from the declared settings.
+# Read once, at import: the stack sets them from the declared settings.
 SETTINGS = settings.load()
 
 
-# Clients are created on first use so tests can start moto first.
+# Clients are created on first use, after the settings and the environment are in place.
 @functools.cache
 def rekognition_client() -> Any:
     return boto3.client("rekognition", config=REKOGNITION_CLIENT_CONFIG)

@@ -34,7 +34,7 @@ METRIC_PERIOD_SECONDS = 60
 logger = Logger(service="customlabels-run-recorder")
 
 
-# Read once, at import: the stack (or the emulator) sets them from the declared settings.
+# Read once, at import: the stack sets them from the declared settings.
 SETTINGS = settings.load()
 
 
