@@ -327,7 +327,7 @@ class Settings(BaseModel):
     # ---- what each consumer gets ---------------------------------------------------------------
     def values_for(self, use: Use) -> dict[str, Any]:
         """The declared settings `use` reads, by their camelCase names."""
-        return {name: getattr(self, field) for field, name in _names() if use.value in _used_by(field)}
+        return {to_camel(field): value for field, value in self._fields_for(use).items()}
 
     def _fields_for(self, use: Use) -> dict[str, Any]:
         return {field: getattr(self, field) for field, _ in _names() if use.value in _used_by(field)}
