@@ -39,6 +39,20 @@ PROCESSOR_METRICS_NAMESPACE = "CustomLabelsBatch"
 CLEANUP_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 # Every clean-up execution's input starts with this, so a failed clean-up never triggers another.
 CLEANUP_INPUT_PREFIX = '{"cleanup"'
+# Step Functions fails a Standard execution whose history reaches 25,000 events.
+HISTORY_EVENT_LIMIT = 25000
+# Per loop of the run: Wait (2 events), four tasks (5 each: entered, scheduled, started, succeeded,
+# exited), the Decide choice (2); a clean-up loop may add a refused call and its two retries (11).
+HISTORY_EVENTS_PER_LOOP = 24
+HISTORY_EVENTS_PER_CLEAN_UP_LOOP = HISTORY_EVENTS_PER_LOOP + 11
+HISTORY_EVENTS_FIXED = 200
+LEASE_MARGIN_SECONDS = 900
+# A message expires by its first enqueue time, also once it has moved to the dead-letter queue, so
+# the DLQ keeps messages longer than the queue does (SQS's maximum, 14 days); the queue's 12 days
+# leave a failed image two days in the DLQ. The oldest-message alarm warns two days before expiry.
+QUEUE_RETENTION_DAYS = 12
+DEAD_LETTER_RETENTION_DAYS = 14
+OLDEST_MESSAGE_ALARM_DAYS = QUEUE_RETENTION_DAYS - 2
 # SQS: a queue's visibility timeout is at most 12 hours.
 MAX_VISIBILITY_TIMEOUT_SECONDS = 43200
 
@@ -209,6 +223,23 @@ class Settings(BaseModel):
     in_flight_wait_seconds: Seconds = setting(
         "how long to wait for in-flight batches after disabling the mapping", Use.STATE_MACHINE, default=300
     )
+    in_flight_idle_seconds: Seconds = setting(
+        "after disabling the mapping, stop the model once nothing has been labeled for this long (what is "
+        "still in flight is in retry back-off and waits for the next run)",
+        Use.STATE_MACHINE,
+        default=30,
+    )
+    stall_seconds: Seconds = setting(
+        "while draining, nothing labeled for this long with work queued (crash loops, retries in back-off, "
+        "failing writes) stops the model: the run ends STALLED and the messages wait for the next run",
+        Use.STATE_MACHINE,
+        default=300,
+    )
+    clean_up_timeout_seconds: Seconds = setting(
+        "how long a clean-up retries refused calls before the run fails loudly with what is still on",
+        Use.STATE_MACHINE,
+        default=600,
+    )
     metrics_settle_seconds: int = setting(
         "after a run that had the model running, wait this long (model already stopped) so the "
         "processor's metrics reach CloudWatch before the run record counts them",
@@ -320,6 +351,40 @@ class Settings(BaseModel):
             + self.in_flight_wait_seconds
         )
         return math.ceil(seconds / 60)
+
+    @property
+    def longest_run_seconds(self) -> int:
+        """The longest a run can last with these settings: every phase up to its deadline."""
+        return (
+            self.model_start_timeout_seconds
+            + 3 * self.mapping_timeout_seconds
+            + self.max_drain_seconds
+            + self.in_flight_wait_seconds
+            + self.clean_up_timeout_seconds
+            + self.metrics_settle_seconds
+        )
+
+    @property
+    def worst_case_history_events(self) -> int:
+        """History events of a run that reaches every deadline (statemachine/batch_run.asl.json: each
+        loop is a Wait, four observing tasks and the Decide choice; a clean-up loop adds a refused
+        call with its retries)."""
+        polls = (
+            math.ceil(
+                (self.model_start_timeout_seconds + self.mapping_timeout_seconds) / self.model_poll_seconds
+            )
+            + math.ceil(self.mapping_timeout_seconds / self.mapping_poll_seconds)
+            + math.ceil(self.max_drain_seconds / self.drain_poll_seconds)
+            + math.ceil(
+                (self.in_flight_wait_seconds + self.mapping_timeout_seconds) / self.mapping_poll_seconds
+            )
+        )
+        clean_up_polls = math.ceil(self.clean_up_timeout_seconds / self.mapping_poll_seconds)
+        return (
+            HISTORY_EVENTS_FIXED
+            + polls * HISTORY_EVENTS_PER_LOOP
+            + clean_up_polls * HISTORY_EVENTS_PER_CLEAN_UP_LOOP
+        )
 
     def to_context(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True)
@@ -447,6 +512,26 @@ def _alarm_outlasts_a_healthy_run(s: Settings) -> str | None:
     return None
 
 
+def _history_fits(s: Settings) -> str | None:
+    events = s.worst_case_history_events
+    if events > HISTORY_EVENT_LIMIT:
+        drain_polls = (
+            HISTORY_EVENT_LIMIT
+            - (events - math.ceil(s.max_drain_seconds / s.drain_poll_seconds) * HISTORY_EVENTS_PER_LOOP)
+        ) // HISTORY_EVENTS_PER_LOOP
+        hint = (
+            f"; with the other settings as they are, drainPollSeconds must be at least "
+            f"{math.ceil(s.max_drain_seconds / drain_polls)}"
+            if drain_polls > 0
+            else ""
+        )
+        return (
+            f"a run with these settings can record {events:,} history events and Step Functions fails an "
+            f"execution at {HISTORY_EVENT_LIMIT:,}: poll less often or lower the time limits{hint}"
+        )
+    return None
+
+
 def _powertools_layer_published(s: Settings) -> str | None:
     # python3.14 arm64 layer parameters exist for every release from 3.24.0 (stacks/functions.py).
     if tuple(int(part) for part in s.powertools_version.split(".")) < (3, 24, 0):
@@ -466,6 +551,7 @@ CROSS_RULES: dict[str, Callable[[Settings], str | None]] = {
     "drain limit covers a poll": _drain_limit_covers_a_poll,
     "rate grammar": _rate_grammar,
     "alarm outlasts a healthy run": _alarm_outlasts_a_healthy_run,
+    "history fits": _history_fits,
 }
 
 
@@ -473,12 +559,10 @@ CROSS_RULES: dict[str, Callable[[Settings], str | None]] = {
 def _state_machine_derived(s: Settings) -> dict[str, Any]:
     return {
         "ModelVersionName": s.version_name,
-        "MaxModelPolls": math.ceil(s.model_start_timeout_seconds / s.model_poll_seconds),
-        "MaxMappingPolls": math.ceil(s.mapping_timeout_seconds / s.mapping_poll_seconds),
-        "MaxDrainPolls": math.ceil(s.max_drain_seconds / s.drain_poll_seconds),
-        "InFlightPollSeconds": s.mapping_poll_seconds,
-        "MaxInFlightPolls": math.ceil(s.in_flight_wait_seconds / s.mapping_poll_seconds),
         "MaxInferenceUnits": s.max_inference_units or 0,
+        # The lease outlives the longest run these settings allow, so an expired lease can only
+        # belong to a run that has ended.
+        "LeaseSeconds": s.longest_run_seconds + LEASE_MARGIN_SECONDS,
     }
 
 

@@ -8,10 +8,8 @@ from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from customlabels_batch.settings import Settings
+from customlabels_batch.settings import DEAD_LETTER_RETENTION_DAYS, QUEUE_RETENTION_DAYS, Settings
 
-# SQS's maximum: images wait for the next run, and a run may be hours away.
-MESSAGE_RETENTION = Duration.days(14)
 _NOTIFICATIONS_HANDLER_ID_PREFIX = "BucketNotificationsHandler"
 _BASIC_EXECUTION_POLICY = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 
@@ -50,7 +48,7 @@ class Ingest(Construct):
             "DeadLetterQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=MESSAGE_RETENTION,
+            retention_period=Duration.days(DEAD_LETTER_RETENTION_DAYS),
             # Queues hold pointers to images that stay in the bucket; nothing is lost with them.
             removal_policy=RemovalPolicy.DESTROY,
         )
@@ -59,7 +57,7 @@ class Ingest(Construct):
             "ImageQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=MESSAGE_RETENTION,
+            retention_period=Duration.days(QUEUE_RETENTION_DAYS),
             visibility_timeout=Duration.seconds(config.visibility_timeout_seconds),
             dead_letter_queue=sqs.DeadLetterQueue(
                 queue=self.dead_letter_queue, max_receive_count=config.max_receive_count

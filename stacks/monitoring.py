@@ -12,8 +12,10 @@ from constructs import Construct
 
 from customlabels_batch.settings import (
     CLI_NAME,
+    OLDEST_MESSAGE_ALARM_DAYS,
     PROCESSOR_METRICS_NAMESPACE,
     PROCESSOR_SERVICE_NAME,
+    QUEUE_RETENTION_DAYS,
     Settings,
 )
 from stacks.ingest import Ingest
@@ -38,7 +40,7 @@ WIDGET_HEIGHT = 6
 
 
 class Monitoring(Construct):
-    """Dashboard (queues, processor, model, cost, runs) and, unless disabled, four alarms on the topic."""
+    """Dashboard (queues, processor, model, cost, runs) and, unless disabled, five alarms on the topic."""
 
     def __init__(
         self,
@@ -72,6 +74,11 @@ class Monitoring(Construct):
                 label=label,
             )
 
+        self.oldest_queued = queue.metric_approximate_age_of_oldest_message(
+            label="Age of the oldest queued image (s)",
+            period=Duration.minutes(15),
+            statistic=cw.Stats.MAXIMUM,
+        )
         self.error_records = processor_metric("ErrorRecords", "Error records")
         inference_units = self._in_service_units(cw.Stats.AVERAGE, MODEL_METRIC_PERIOD)
         # Each one-minute average is the IUs of that minute; PERIOD() keeps the sum right when the
@@ -99,6 +106,7 @@ class Monitoring(Construct):
                     queue.metric_approximate_number_of_messages_not_visible(label="In flight"),
                     self.dlq_visible,
                 ],
+                right=[self.oldest_queued],
             ),
             _graph(
                 "Images labeled and error records",
@@ -173,6 +181,21 @@ class Monitoring(Construct):
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
 
+        # Images wait in the queue while runs cannot start the model (an expired or deleted version, a
+        # failing start): warn while there is still time to act.
+        self.oldest_queued_alarm = cw.Alarm(
+            self,
+            "OldestQueuedImageAlarm",
+            alarm_description=f"An image has waited {OLDEST_MESSAGE_ALARM_DAYS} days in the queue; the "
+            f"queue deletes messages after {QUEUE_RETENTION_DAYS} days. Runs are not draining it: see "
+            f"`{CLI_NAME} status` and the latest run's notification (is the model startable?).",
+            metric=self.oldest_queued,
+            threshold=OLDEST_MESSAGE_ALARM_DAYS * 86400,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
         # Rekognition publishes nothing while the model is stopped: missing data is "not in service".
         # Minimum: a period breaches only if every datapoint in it had units in service.
         model_periods = math.ceil(model_in_service_alarm_minutes / MODEL_ALARM_PERIOD_MINUTES)
@@ -228,6 +251,7 @@ class Monitoring(Construct):
 
         alarms = [
             self.dead_letter_alarm,
+            self.oldest_queued_alarm,
             self.model_in_service_alarm,
             self.executions_alarm,
             self.error_records_alarm,
@@ -240,5 +264,7 @@ class Monitoring(Construct):
         return alarms
 
 
-def _graph(title: str, metrics: list[cw.IMetric], *, width: int = WIDGET_WIDTH) -> cw.GraphWidget:
-    return cw.GraphWidget(title=title, left=metrics, width=width, height=WIDGET_HEIGHT)
+def _graph(
+    title: str, metrics: list[cw.IMetric], *, width: int = WIDGET_WIDTH, right: list[cw.IMetric] | None = None
+) -> cw.GraphWidget:
+    return cw.GraphWidget(title=title, left=metrics, right=right, width=width, height=WIDGET_HEIGHT)

@@ -16,6 +16,7 @@ from stacks.ingest import Ingest
 from stacks.notifications import Notifications
 from stacks.processor import Processor
 from stacks.run_recorder import RunRecorder
+from stacks.run_state import RunState
 
 
 class Orchestration(Construct):
@@ -32,6 +33,7 @@ class Orchestration(Construct):
         processor: Processor,
         run_recorder: RunRecorder,
         notifications: Notifications,
+        run_state: RunState,
     ) -> None:
         super().__init__(scope, construct_id)
         queue_arn = ingest.queue.queue_arn
@@ -49,6 +51,7 @@ class Orchestration(Construct):
                 EventSourceMappingUuid=processor.mapping.event_source_mapping_id,
                 NotificationTopicArn=notifications.topic.topic_arn,
                 RunRecorderFunctionArn=run_recorder_arn,
+                RunStateTable=run_state.table.table_name,
             ),
             logs=sfn.LogOptions(
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
@@ -100,19 +103,12 @@ class Orchestration(Construct):
         )
         notifications.grant_publish(role)
 
-        # A statement naming the machine's own ARN in the role's default policy would be a cycle
-        # (the machine depends on its default policy), so it lives in a policy of its own.
-        list_executions_policy = iam.Policy(
-            self,
-            "ListOwnExecutionsPolicy",
-            roles=[role],
-            statements=[
-                iam.PolicyStatement(
-                    sid="GuardAgainstOverlappingRuns",
-                    actions=["states:ListExecutions"],
-                    resources=[self.state_machine.state_machine_arn],
-                )
-            ],
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="HoldTheRunLeaseAndReadProgress",
+                actions=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"],
+                resources=[run_state.table.table_arn],
+            )
         )
 
         self.schedule_rule = events.Rule(
@@ -156,10 +152,6 @@ class Orchestration(Construct):
                 )
             ],
         )
-
-        # Neither rule may start a run before its overlap guard is allowed to look.
-        for rule in (self.schedule_rule, self.cleanup_rule):
-            rule.node.add_dependency(list_executions_policy)
 
         Validations.of(role).acknowledge(
             Acknowledgment(

@@ -15,6 +15,7 @@ from stacks.notifications import Notifications
 from stacks.orchestration import Orchestration
 from stacks.processor import Processor
 from stacks.run_recorder import RunRecorder
+from stacks.run_state import RunState
 
 
 class PipelineStack(Stack):
@@ -24,7 +25,8 @@ class PipelineStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
 
         ingest = Ingest(self, "Ingest", config=config)
-        processor = Processor(self, "Processor", config=config, ingest=ingest)
+        run_state = RunState(self, "RunState")
+        processor = Processor(self, "Processor", config=config, ingest=ingest, run_state=run_state)
         run_recorder = RunRecorder(self, "RunRecorder", config=config, ingest=ingest, processor=processor)
         notifications = Notifications(self, "Notifications", config=config)
         orchestration = Orchestration(
@@ -35,6 +37,7 @@ class PipelineStack(Stack):
             processor=processor,
             run_recorder=run_recorder,
             notifications=notifications,
+            run_state=run_state,
         )
         monitoring = Monitoring(
             self,
@@ -57,6 +60,7 @@ class PipelineStack(Stack):
             "StateMachineArn": orchestration.state_machine.state_machine_arn,
             "EventSourceMappingUuid": processor.mapping.event_source_mapping_id,
             "NotificationTopicArn": notifications.topic.topic_arn,
+            "RunStateTableName": run_state.table.table_name,
             "ProcessorFunctionName": processor.function.function_name,
             "ProjectVersionArn": config.project_version_arn,
         }
@@ -64,6 +68,7 @@ class PipelineStack(Stack):
             CfnOutput(self, name, value=value)
 
         self.ingest = ingest
+        self.run_state = run_state
         self.processor = processor
         self.run_recorder = run_recorder
         self.notifications = notifications

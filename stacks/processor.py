@@ -10,6 +10,7 @@ from constructs import Construct
 from customlabels_batch.settings import Settings, Use
 from stacks.functions import acknowledge_prefix_access, powertools_layer, python_function
 from stacks.ingest import Ingest
+from stacks.run_state import RunState
 
 HANDLER = "processor.app.lambda_handler"
 
@@ -18,7 +19,9 @@ class Processor(Construct):
     """Function + log group + SQS event-source mapping created disabled (the state machine enables it
     only while the model is running)."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: Settings, ingest: Ingest) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: Settings, ingest: Ingest, run_state: RunState
+    ) -> None:
         super().__init__(scope, construct_id)
         bucket = ingest.bucket
 
@@ -33,7 +36,7 @@ class Processor(Construct):
             role_description="Custom Labels batch processor: read queued images, write results, call the "
             "model",
             layer=self.powertools_layer,
-            resources={"bucket": bucket.bucket_name},
+            resources={"bucket": bucket.bucket_name, "runStateTable": run_state.table.table_name},
             timeout_seconds=config.processor_timeout_seconds,
             memory_mb=config.processor_memory_mb,
             tracing=lambda_.Tracing.ACTIVE,
@@ -60,6 +63,15 @@ class Processor(Construct):
                 sid="DetectWithTheModel",
                 actions=["rekognition:DetectCustomLabels"],
                 resources=[config.project_version_arn],
+            )
+        )
+
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="CountProgress",
+                actions=["dynamodb:UpdateItem"],
+                resources=[run_state.table.table_arn],
+                conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["progress"]}},
             )
         )
 

@@ -6,6 +6,10 @@
   `Rekognition.X`; moto passes names and boto3's response through and lower-cases the service.
 - The context object's `Execution.StartTime` is an ISO string on AWS, a datetime in moto (which
   `States.JsonToString` cannot serialise).
+- JSONata: moto's evaluator is a stub whose JVM bridge is never wired in (every `{% %}` expression and
+  every variable read fails); this plugs in jsonata-python, a pure-Python port of the reference
+  implementation. moto also splices string variables into the expression unescaped, so a value
+  holding a quote or a newline (an error's Cause does) breaks it: strings are JSON-encoded here.
 - SQS: moto's queues are not thread-safe (concurrent receives fail with "Set changed size during
   iteration"); send/receive build all three message counts by scanning every message, and delete
   scans every receipt handle: quadratic over a drain of thousands.
@@ -25,7 +29,28 @@ SQS_LOCK = threading.RLock()
 
 def patches(now: Any) -> list[Any]:
     """`now()` gives the emulated datetime the context object's StartTime should show."""
-    return [*_aws_sdk_tasks(), *_context_start_time(now), *_sqs()]
+    return [*_jsonata(), *_aws_sdk_tasks(), *_context_start_time(now), *_sqs()]
+
+
+def _jsonata() -> list[Any]:
+    import jsonata
+    from moto.stepfunctions.parser.asl.eval import states, variable_store
+    from moto.stepfunctions.parser.asl.jsonata import jsonata as moto_jsonata
+
+    def evaluate(expression: str) -> Any:
+        return jsonata.Jsonata(expression).evaluate(None)
+
+    def encode_declarations(bindings: dict[str, Any]) -> str:
+        return "".join(
+            f"{name}:={json.dumps(value, separators=(',', ':'), default=str)};"
+            for name, value in bindings.items()
+        )
+
+    return [
+        mock.patch.object(moto_jsonata, "_eval_jsonata", evaluate),
+        mock.patch.object(states, "encode_jsonata_variable_declarations", encode_declarations),
+        mock.patch.object(variable_store, "encode_jsonata_variable_declarations", encode_declarations),
+    ]
 
 
 def _aws_sdk_tasks() -> list[Any]:

@@ -24,6 +24,8 @@ from moto import mock_aws
 from customlabels_batch.settings import (
     CLEANUP_INPUT_PREFIX,
     CLEANUP_STATUSES,
+    DEAD_LETTER_RETENTION_DAYS,
+    QUEUE_RETENTION_DAYS,
     STATE_MACHINE_ASL,
     Settings,
     Use,
@@ -178,14 +180,15 @@ class EmulatedPipeline:
         self.bucket = "customlabels-batch-emulated"
         self.s3.create_bucket(Bucket=self.bucket)
         self.dlq_url = self.sqs.create_queue(
-            QueueName="images-dlq", Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)}
+            QueueName="images-dlq",
+            Attributes={"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_DAYS * 86400)},
         )["QueueUrl"]
         dlq_arn = self._queue_arn(self.dlq_url)
         self.queue_url = self.sqs.create_queue(
             QueueName="images",
             Attributes={
                 "VisibilityTimeout": str(config.visibility_timeout_seconds),
-                "MessageRetentionPeriod": str(14 * 24 * 3600),
+                "MessageRetentionPeriod": str(QUEUE_RETENTION_DAYS * 86400),
                 "RedrivePolicy": json.dumps(
                     {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.max_receive_count}
                 ),
@@ -229,7 +232,16 @@ class EmulatedPipeline:
                 }
             ),
         )["Role"]["Arn"]
-        processor_environment = config.function_environment(Use.PROCESSOR, bucket=self.bucket)
+        self.run_state_table = "run-state"
+        boto3.client("dynamodb", region_name=region).create_table(
+            TableName=self.run_state_table,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        processor_environment = config.function_environment(
+            Use.PROCESSOR, bucket=self.bucket, runStateTable=self.run_state_table
+        )
         function_arn = self.lam.create_function(
             FunctionName="image-processor",
             Runtime="python3.13",
@@ -270,6 +282,7 @@ class EmulatedPipeline:
             EventSourceMappingUuid=self.mapping_uuid,
             NotificationTopicArn=self.topic_arn,
             RunRecorderFunctionArn=recorder_arn,
+            RunStateTable=self.run_state_table,
         )
         definition = render_definition(self.options.definition.read_text(), substitutions)
         self.state_machine_arn = self.sfn.create_state_machine(

@@ -97,6 +97,11 @@ def s3_client() -> Any:
 
 
 @functools.cache
+def dynamodb_client() -> Any:
+    return boto3.client("dynamodb")
+
+
+@functools.cache
 def sqs_client(region: str) -> Any:
     return boto3.client("sqs", region_name=region)
 
@@ -129,9 +134,29 @@ def record_handler(record: SQSRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(
+    response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+    _count_progress(len(event.get("Records", [])) - len(response.get("batchItemFailures", [])))
+    return response
+
+
+def _count_progress(accounted: int) -> None:
+    """Add the messages this batch accounted for (a result or an error record for each) to the run
+    state table's progress counter: the state machine reads it to tell a drain that is progressing
+    from one that is stalled. Best effort: a failed count must not fail the batch, whose results are
+    already written (the run may then stop the model early, as a stall, and say so)."""
+    if accounted <= 0:
+        return
+    try:
+        dynamodb_client().update_item(
+            TableName=SETTINGS.run_state_table,
+            Key={"id": {"S": "progress"}},
+            UpdateExpression="ADD accounted :n",
+            ExpressionAttributeValues={":n": {"N": str(accounted)}},
+        )
+    except Exception:
+        logger.warning("Could not count progress", accounted=accounted, exc_info=True)
 
 
 def _process_message(record: SQSRecord) -> None:
