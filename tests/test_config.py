@@ -160,6 +160,11 @@ CROSS_RULE_CASES = {
         {"modelInServiceAlarmMinutes": "60"},
         "modelInServiceAlarmMinutes must be 300-1440",
     ),
+    "history fits": (
+        {"drainPollSeconds": "5"},
+        "Step Functions fails an execution at 25,000: poll less often or lower the time limits; with the "
+        "other settings as they are, drainPollSeconds must be at least",
+    ),
 }
 
 
@@ -224,8 +229,8 @@ def test_each_function_gets_its_declared_settings_and_resources_in_one_variable(
 
 
 def test_state_machine_settings_become_pascal_case_substitutions():
-    substitutions = settings(drainPollSeconds="15").definition_substitutions(QueueUrl="q")
-    assert substitutions["DrainPollSeconds"] == "15"
+    substitutions = settings(drainPollSeconds="45").definition_substitutions(QueueUrl="q")
+    assert substitutions["DrainPollSeconds"] == "45"
     assert substitutions["QueueUrl"] == "q"
     assert all(isinstance(value, str) for value in substitutions.values())
     declared = {key[0].upper() + key[1:] for key in _declared(Use.STATE_MACHINE)}

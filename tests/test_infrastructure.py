@@ -23,7 +23,13 @@ from pydantic.alias_generators import to_pascal
 
 import app as cdk_app
 from app import CDK_JSON
-from customlabels_batch.settings import CLEANUP_INPUT_PREFIX, STATE_MACHINE_ASL, Settings, Use
+from customlabels_batch.settings import (
+    CLEANUP_INPUT_PREFIX,
+    QUEUE_RETENTION_DAYS,
+    STATE_MACHINE_ASL,
+    Settings,
+    Use,
+)
 from stacks.functions import REPO_ROOT, powertools_layer_parameter
 
 STACK_NAME = Settings.model_fields["stack_name"].default
@@ -65,6 +71,7 @@ EXPECTED_OUTPUTS = {
     "NotificationTopicArn",
     "ProcessorFunctionName",
     "ProjectVersionArn",
+    "RunStateTableName",
 }
 
 
@@ -225,12 +232,18 @@ def test_queue_visibility_is_at_least_six_times_the_function_timeout(synth):
     assert visibility >= 6 * timeout
 
 
-def test_queues_are_encrypted_tls_only_and_keep_messages_14_days(synth):
+def test_queues_are_encrypted_tls_only_and_the_dlq_keeps_messages_longer(synth):
     queues = synth.of_type("AWS::SQS::Queue")
     assert len(queues) == 2
+    retention = {
+        queue_id: queue["Properties"]["MessageRetentionPeriod"] for queue_id, queue in queues.items()
+    }
+    # Expiry counts from the first enqueue, also in the DLQ: the DLQ must keep messages longer.
+    assert retention[synth.logical_id("AWS::SQS::Queue", "ImageQueue")] == QUEUE_RETENTION_DAYS * 86400
+    assert retention[synth.logical_id("AWS::SQS::Queue", "DeadLetterQueue")] == 14 * 86400
+    assert QUEUE_RETENTION_DAYS < 14
     for queue_id, queue in queues.items():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
-        assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
         assert queue["DeletionPolicy"] == "Delete"
         synth.assertions.has_resource_properties(
             "AWS::SQS::QueuePolicy",
@@ -333,11 +346,13 @@ def test_processor_function_configuration(synth):
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["LoggingConfig"] == {"LogGroup": {"Ref": log_group_id}}
     variables = props["Environment"]["Variables"]
-    expected = synth.config.function_environment(Use.PROCESSOR, bucket="<ref>")
+    expected = synth.config.function_environment(Use.PROCESSOR, bucket="<ref>", runStateTable="<ref>")
     assert set(variables) == set(expected)
     assert function_settings(variables) == json.loads(expected["PIPELINE_SETTINGS"])
-    # The one reference is the image bucket's name.
+    # The references are the image bucket's name and the run state table's.
+    table_id = synth.logical_id("AWS::DynamoDB::GlobalTable", "RunStateTable")
     assert {"Ref": image_id} in variables["PIPELINE_SETTINGS"]["Fn::Join"][1]
+    assert {"Ref": table_id} in variables["PIPELINE_SETTINGS"]["Fn::Join"][1]
     assert synth.resources[log_group_id]["Properties"]["RetentionInDays"] == 30
 
 
@@ -495,16 +510,17 @@ def test_cleanup_input_starts_with_the_excluded_prefix_and_reaches_the_cleanup_r
         "<detail-status>", json.dumps("TIMED_OUT")
     )
     assert json.loads(rendered) == {"cleanup": {"execution": execution, "status": "TIMED_OUT"}}
-    asl = json.loads(STATE_MACHINE_ASL.read_text())
-    routes = asl["States"]["RouteOnTrigger"]["Choices"]
-    assert {"Variable": "$.cleanup", "IsPresent": True, "Next": "DescribeModelForLeftovers"} in routes
+    # The run reads the request and goes straight to its clean-up phase.
+    start = json.loads(STATE_MACHINE_ASL.read_text())["States"]["StartRun"]["Assign"]
+    assert start["phase"] == "{% $states.input.cleanup ? 'cleanup' : 'start' %}"
 
 
-def test_rules_start_runs_only_after_the_overlap_guard_permission_exists(synth):
-    policy_id = synth.logical_id("AWS::IAM::Policy", "ListOwnExecutions")
-    for name in ("ScheduleRule", "CleanUpRule"):
-        rule = synth.resources[synth.logical_id("AWS::Events::Rule", name)]
-        assert policy_id in rule["DependsOn"]
+def test_the_run_lease_table_is_encrypted_on_demand_and_scoped(synth):
+    table_id, table = synth.one("AWS::DynamoDB::GlobalTable")
+    props = table["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["SSESpecification"]["SSEEnabled"] is True
 
 
 # ---- IAM scoping -----------------------------------------------------------------------------
@@ -527,6 +543,7 @@ def test_processor_role_is_scoped_to_prefixes_model_queue_and_log_group(synth):
     image_id = synth.logical_id("AWS::S3::Bucket", "ImageBucket")
     queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
     log_group_id = synth.logical_id("AWS::Logs::LogGroup", "Processor")
+    table_id, _ = synth.one("AWS::DynamoDB::GlobalTable")
     queue_arn = {"Fn::GetAtt": [queue_id, "Arn"]}
     config = synth.config
     granted = _granted(_role_statements(synth, role_id))
@@ -546,7 +563,11 @@ def test_processor_role_is_scoped_to_prefixes_model_queue_and_log_group(synth):
         "sqs:GetQueueAttributes": [queue_arn],
         "sqs:GetQueueUrl": [queue_arn],
         "sqs:ReceiveMessage": [queue_arn],
+        "dynamodb:UpdateItem": [{"Fn::GetAtt": [table_id, "Arn"]}],
     }
+    # The progress counter is the one item it may update.
+    [progress] = [s for s in _role_statements(synth, role_id) if s["Action"] == "dynamodb:UpdateItem"]
+    assert progress["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["progress"]}}
     # No AWS managed policy (AWSLambdaBasicExecutionRole would allow logs on every log group).
     assert "ManagedPolicyArns" not in synth.resources[role_id]["Properties"]
 
@@ -559,6 +580,8 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
     mapping_id, _ = synth.one("AWS::Lambda::EventSourceMapping")
     topic_id, _ = synth.one("AWS::SNS::Topic")
     key_id, _ = synth.one("AWS::KMS::Key")
+    table_id, _ = synth.one("AWS::DynamoDB::GlobalTable")
+    table_arn = {"Fn::GetAtt": [table_id, "Arn"]}
     mapping_arn = {
         "Fn::Join": ["", [f"arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:", {"Ref": mapping_id}]]
     }
@@ -577,13 +600,11 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
         "sns:Publish": [{"Ref": topic_id}],
         "kms:Decrypt": [{"Fn::GetAtt": [key_id, "Arn"]}],
         "kms:GenerateDataKey": [{"Fn::GetAtt": [key_id, "Arn"]}],
-        "states:ListExecutions": [{"Ref": machine_id}],
+        # The lease and the progress counter, on the one table.
+        "dynamodb:PutItem": [table_arn],
+        "dynamodb:GetItem": [table_arn],
+        "dynamodb:DeleteItem": [table_arn],
     }
-    # ListExecutions names the machine itself, so it must not sit in the policy the machine depends on.
-    list_policy_id = synth.logical_id("AWS::IAM::Policy", "ListOwnExecutions")
-    list_policy = synth.resources[list_policy_id]["Properties"]["PolicyDocument"]["Statement"]
-    assert [s["Action"] for s in list_policy] == ["states:ListExecutions"]
-    assert list_policy_id not in synth.resources[machine_id].get("DependsOn", [])
 
 
 def test_run_recorder_role_writes_only_run_records_and_reads_only_counts(synth):

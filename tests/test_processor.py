@@ -38,6 +38,7 @@ LABELS = [
     {"Name": "tulip", "Confidence": 61.5},
 ]
 NO_FAILURES = {"batchItemFailures": []}
+RUN_STATE_TABLE = "run-state"
 
 
 def processor_environment(**config: Any) -> dict[str, str]:
@@ -45,7 +46,7 @@ def processor_environment(**config: Any) -> dict[str, str]:
     # Pacing off unless a test asks for it: its pauses are asserted on their own.
     config.setdefault("model_tps_per_inference_unit", 0)
     pipeline = Settings(project_arn=PROJECT_ARN, project_version_arn=MODEL_ARN, **config)
-    return pipeline.function_environment(Use.PROCESSOR, bucket=BUCKET)
+    return pipeline.function_environment(Use.PROCESSOR, bucket=BUCKET, runStateTable=RUN_STATE_TABLE)
 
 
 # The handler module as the function imports it, with the stack's environment.
@@ -217,8 +218,14 @@ def processor_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def aws(processor_env: None) -> Any:
     # Keeping boto3's default session keeps its loaded service models: 3x faster tests.
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
-        for getter in (app.rekognition_client, app.s3_client, app.sqs_client):
+        for getter in (app.rekognition_client, app.s3_client, app.sqs_client, app.dynamodb_client):
             getter.cache_clear()
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=RUN_STATE_TABLE,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=BUCKET)
         sqs = boto3.client("sqs", region_name=REGION)
@@ -235,7 +242,7 @@ def aws(processor_env: None) -> Any:
             lambda http_response, **_: changes[-1].update(status=http_response.status_code),
         )
         yield Aws(s3=s3, sqs=sqs, queue_url=queue_url, visibility_changes=changes)
-        for getter in (app.rekognition_client, app.s3_client, app.sqs_client):
+        for getter in (app.rekognition_client, app.s3_client, app.sqs_client, app.dynamodb_client):
             getter.cache_clear()
 
 
@@ -641,3 +648,38 @@ def test_calls_are_paced_at_this_environments_share_of_model_capacity(aws, rekog
     assert invoke(event) == NO_FAILURES
     # First call at once; the second 0.1 s later waits until 100.5; the third (100.9) waits until 101.0.
     assert pauses == pytest.approx([0.4, 0.1])
+
+
+def _progress() -> int | None:
+    item = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=RUN_STATE_TABLE, Key={"id": {"S": "progress"}}, ConsistentRead=True
+    )
+    return int(item["Item"]["accounted"]["N"]) if "Item" in item else None
+
+
+def test_each_batch_adds_the_messages_it_accounted_for_to_the_progress_counter(aws, rekognition):
+    rekognition.returns("incoming/a.jpg", LABELS)
+    rekognition.fails("incoming/b.jpg", "ProvisionedThroughputExceededException")
+    rekognition.fails("incoming/c.jpg", "InvalidImageFormatException")
+    invoke(
+        deliver(
+            aws,
+            notification(s3_record("incoming/a.jpg")),
+            notification(s3_record("incoming/b.jpg")),
+            notification(s3_record("incoming/c.jpg")),
+        )
+    )
+    # A result and an error record count; the throttled message goes back to the queue and does not.
+    assert _progress() == 2
+    rekognition.returns("incoming/b.jpg", [])
+    invoke(deliver(aws, notification(s3_record("incoming/b.jpg"))))
+    assert _progress() == 3
+
+
+def test_a_failed_progress_count_does_not_fail_the_batch(aws, rekognition, monkeypatch):
+    set_processor_env(monkeypatch)
+    monkeypatch.setattr(app.SETTINGS, "run_state_table", "no-such-table")
+    rekognition.returns("incoming/a.jpg", LABELS)
+    assert invoke(deliver(aws, notification(s3_record("incoming/a.jpg")))) == NO_FAILURES
+    assert _progress() is None
+    assert "results/a.jpg.json" in stored(aws)

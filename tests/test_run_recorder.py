@@ -95,6 +95,7 @@ def test_minutes_and_cost_run_from_running_to_the_stop_request():
 def test_cost_scales_with_units_and_price_and_says_so_under_auto_scaling():
     event = success_event()
     event["settings"] = settings(minInferenceUnits=2, maxInferenceUnits=5)
+    event["summary"]["inferenceUnits"] = 2
     record = build(event, price=3.0)
     assert record["inferenceUnits"] == 2
     assert record["maxInferenceUnits"] == 5
@@ -103,13 +104,37 @@ def test_cost_scales_with_units_and_price_and_says_so_under_auto_scaling():
     assert "auto-scaling" not in build(success_event())["estimate"]
 
 
-def test_failure_after_running_counts_until_the_clean_up_began():
-    event = success_event(modelStopRequested=None, cleanUp={"at": at(16)})
+def test_a_model_stopped_by_someone_else_counts_until_the_run_last_saw_it_running():
+    event = success_event(
+        modelStopRequested=None, modelLastSeenRunning={"at": at(11)}, cleanUp={"at": at(16)}
+    )
     event["summary"]["outcome"] = "FAILED"
-    event["summary"]["error"] = {"Error": "MappingDidNotEnable", "Cause": "..."}
+    event["summary"]["reason"] = "the model went STOPPED during the drain (stopped outside this run?)"
     record = build(event)
-    assert record["modelRunningMinutes"] == 6
-    assert record["error"] == {"Error": "MappingDidNotEnable", "Cause": "..."}
+    assert record["modelRunningMinutes"] == 1
+    assert record["reason"].startswith("the model went STOPPED")
+
+
+def test_units_are_the_ones_the_running_model_reported_not_the_configured_ones():
+    event = success_event()
+    event["summary"]["inferenceUnits"] = 4  # someone else started it with 4
+    record = build(event)
+    assert record["inferenceUnits"] == 4
+    assert record["estimatedCostUsd"] == pytest.approx(15 / 60 * 4 * 4.0)
+
+
+def test_what_the_run_turned_off_and_could_not_is_recorded():
+    event = success_event()
+    event["summary"] |= {
+        "outcome": "FAILED",
+        "turnedOff": ["mapping (was Enabled)"],
+        "stillOn": ["model RUNNING"],
+        "modelStatus": "RUNNING",
+        "mappingState": "Disabled",
+    }
+    record = build(event)
+    assert (record["turnedOff"], record["stillOn"]) == (["mapping (was Enabled)"], ["model RUNNING"])
+    assert (record["modelStatusAtEnd"], record["mappingStateAtEnd"]) == ("RUNNING", "Disabled")
 
 
 def test_a_model_never_seen_running_costs_nothing():

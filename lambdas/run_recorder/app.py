@@ -69,12 +69,15 @@ def trigger_of(execution_input: Any) -> str:
 
 
 def model_window(run: dict[str, Any], ended_at: datetime) -> tuple[datetime, datetime] | None:
-    """From the moment this run saw the model RUNNING to the moment it asked for the stop (the
-    clean-up's start when a failure came first). None when the run never saw it RUNNING."""
+    """From the moment this run saw the model RUNNING to the moment it asked for the stop, or, when
+    the model stopped without this run (someone else stopped it), the last time the run saw it
+    RUNNING. None when the run never saw it RUNNING."""
     running = (run.get("modelRunning") or {}).get("at")
     if not running:
         return None
-    stop = (run.get("modelStopRequested") or {}).get("at") or (run.get("cleanUp") or {}).get("at")
+    stop = (run.get("modelStopRequested") or {}).get("at") or (run.get("modelLastSeenRunning") or {}).get(
+        "at"
+    )
     return parse_time(running), parse_time(stop) if stop else ended_at
 
 
@@ -89,7 +92,9 @@ def build_record(
     ended_at = parse_time(event["endedAt"])
     window = model_window(run, ended_at)
     minutes = max(0.0, (window[1] - window[0]).total_seconds() / 60) if window else 0.0
-    units = run_settings.get("minInferenceUnits", 1)
+    # The units DescribeProjectVersions reported for the running model (someone else may have
+    # started it with more than configured); the configured number when the run never saw it run.
+    units = summary.get("inferenceUnits") or run_settings.get("minInferenceUnits", 1)
     max_units = run_settings.get("maxInferenceUnits") or None
     record = {
         "recordVersion": RECORD_VERSION,
@@ -113,9 +118,14 @@ def build_record(
             + ("; auto-scaling may have added units (see InServiceInferenceUnits)" if max_units else "")
         ),
         **counts,
-        "drainTimeLimitReached": bool(run.get("drainTimeLimitReached")),
+        "drainTimeLimitReached": summary["outcome"] == "DRAIN_LIMIT",
+        # What the run saw last, what it turned off, and what it could not turn off.
+        "modelStatusAtEnd": summary.get("modelStatus"),
+        "mappingStateAtEnd": summary.get("mappingState"),
+        "turnedOff": summary.get("turnedOff") or [],
+        "stillOn": summary.get("stillOn") or [],
     }
-    for optional in ("error", "leftover"):
+    for optional in ("reason", "error"):
         if summary.get(optional) is not None:
             record[optional] = summary[optional]
     execution_input = event.get("input")
