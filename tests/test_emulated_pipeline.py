@@ -54,11 +54,13 @@ def _run(
     return report
 
 
-def _assert_safe_end(report):
+def _assert_safe_end(report, *, model_may_run: bool = False):
     """Cost safety: whatever happened, nothing is left on and nothing is lost."""
-    assert report["model"]["finalStatus"] in ("STOPPED", "FAILED")
+    if not model_may_run:
+        assert report["model"]["finalStatus"] not in ("RUNNING", "STARTING")
     assert report["mapping"]["finalState"] == "Disabled"
     assert report["lostImages"] == []
+    assert sum(report["imagesByOutcome"].values()) == report["imagesUploaded"]
     assert all(e["status"] != "RUNNING" for e in report["executions"])
 
 
@@ -97,8 +99,9 @@ def test_images_in_one_result_per_image_model_stopped_mapping_disabled():
         }
     ]
     assert json.loads(report["_objects"]["results/batch/img-001.jpg.json"])["customLabels"] == []
-    # Default settings: 30 s polls, two empty polls to confirm: the model runs 60 s for 12 images.
-    assert report["model"]["runningSeconds"] == pytest.approx(60, abs=1)
+    # Default settings: 30 s polls, two empty polls to confirm, and the mapping's Enabling and
+    # Disabling (15 s each in the emulator) seen at 5 s polls: the model runs 90 s for 12 images.
+    assert report["model"]["runningSeconds"] == pytest.approx(90, abs=1)
     assert report["model"]["calls"]["StartProjectVersion"] == 1
     assert report["model"]["calls"]["StopProjectVersion"] == 1
 
@@ -149,7 +152,7 @@ def test_run_record_of_a_failed_run_says_why_and_costs_nothing():
     report = _run(5, faults=["model-start-failure"])
     record = _only_record(report)
     assert record["outcome"] == "FAILED"
-    assert record["error"]["Error"] == "ModelStartFailed"
+    assert record["reason"] == "the model went FAILED after this run started it"
     assert record["modelStartedByRun"] is True
     assert record["modelRunningFrom"] is None
     assert record["modelRunningMinutes"] == 0
@@ -164,10 +167,13 @@ def test_run_record_of_a_failed_run_says_why_and_costs_nothing():
 
 
 def test_run_record_counts_the_dead_letter_queue():
-    report = _run(12, faults=["processor-crash"])
+    def setup(pipeline):
+        pipeline.sqs.send_message(QueueUrl=pipeline.dlq_url, MessageBody='{"Records": []}')
+
+    report = _run(12, setup=setup)
     record = _only_record(report)
     assert record["outcome"] == "SUCCEEDED"
-    assert record["deadLetterQueueMessages"] == report["deadLetterQueue"]["visible"] >= 1
+    assert record["deadLetterQueueMessages"] == report["deadLetterQueue"]["visible"] == 1
     assert record["imagesLabeled"] == report["resultsWritten"]
 
 
@@ -178,7 +184,9 @@ def test_clean_up_run_records_which_run_it_cleaned_up_after():
     assert record["outcome"] == "CLEANED_UP"
     assert record["trigger"] == "cleanup"
     assert record["cleanupOf"] == {"execution": aborted["executionArn"], "status": "ABORTED"}
-    assert record["leftover"]["modelStatus"] == "RUNNING"
+    # A clean-up proves what it turned off.
+    assert record["turnedOff"] == ["mapping (was Enabled)", "model (was RUNNING)"]
+    assert (record["modelStatusAtEnd"], record["mappingStateAtEnd"]) == ("STOPPING", "Disabled")
 
 
 def test_a_failing_recorder_still_sends_the_summary_and_stops_the_model():
@@ -197,7 +205,9 @@ def test_a_failing_recorder_still_sends_the_summary_and_stops_the_model():
     assert notification["subject"] == "Custom Labels batch run SUCCEEDED"
     summary = notification["message"]
     assert summary["outcome"] == "SUCCEEDED"
-    assert summary["modelHeldSeconds"] == report["model"]["runningSeconds"]
+    # From the poll that saw RUNNING to the stop request: at most a model poll short of the bill.
+    billed = report["model"]["runningSeconds"]
+    assert billed - emulated_config().model_poll_seconds <= summary["modelRunningSeconds"] <= billed
     assert "emulated recorder failure" in summary["recordError"]["Cause"]
 
 
@@ -228,21 +238,57 @@ def test_images_arriving_during_the_drain_are_processed_in_the_same_run():
     _assert_safe_end(report)
 
 
+# What each fault must end as: the first run's status, the outcome its notification names, and the
+# number of images (the faults that act mid-drain need a drain long enough to act in).
+FAULT_ENDS = {
+    "model-start-failure": ("FAILED", "FAILED", 12),
+    "model-start-timeout": ("FAILED", "FAILED", 12),
+    "throttling-storm": ("SUCCEEDED", "SUCCEEDED", 12),
+    "processor-crash": ("FAILED", "STALLED", 12),
+    "abort-during-drain": ("ABORTED", "CLEANED_UP", 12),
+    "model-stopped-externally": ("FAILED", "FAILED", 400),
+    "mapping-disabled-externally": ("FAILED", "FAILED", 400),
+    "model-deleted": ("FAILED", "MODEL_NOT_STARTABLE", 12),
+    "stop-denied": ("FAILED", "FAILED: STILL ON model RUNNING", 12),
+    "mapping-stuck-transitioning": ("FAILED", "FAILED", 12),
+    "abort-while-enabling": ("ABORTED", "CLEANED_UP", 12),
+    "duplicate-trigger": ("SUCCEEDED", "SUCCEEDED", 12),
+    "guard-lag": ("SUCCEEDED", "SUCCEEDED", 12),
+    "model-started-externally": ("SUCCEEDED", "SUCCEEDED", 12),
+}
+
+
+def test_every_fault_has_an_expected_end():
+    assert FAULT_ENDS.keys() == FAULTS.keys()
+
+
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_every_fault_ends_with_model_off_mapping_disabled_notification_and_nothing_lost(fault):
-    report = _run(12, faults=[fault])
-    _assert_safe_end(report)
-    assert report["notifications"], f"{fault}: no notification was sent"
-    assert report["imagesUploaded"] == 12
-    assert sum(report["imagesByOutcome"].values()) == 12
+def test_every_fault_ends_safe_named_and_with_nothing_lost(fault):
+    status, outcome, images = FAULT_ENDS[fault]
+    report = _run(images, faults=[fault])
+    config = emulated_config()
+    # Model off (stop-denied: it cannot be), mapping Disabled, every image a result, an error
+    # record, queued or in the DLQ.
+    _assert_safe_end(report, model_may_run=fault == "stop-denied")
+    assert report["executions"][0]["status"] == status
+    # Named: the first notification says what happened; never SUCCEEDED when something went wrong.
+    subjects = [n["subject"] for n in report["notifications"]]
+    assert subjects[0] == f"Custom Labels batch run {outcome}"
+    if status != "SUCCEEDED":
+        assert "Custom Labels batch run SUCCEEDED" not in subjects
+    # No RUNNING model held with nothing labeled for longer than the stall time plus one poll
+    # (stop-denied's model cannot be stopped: its runs fail loudly instead).
+    if fault != "stop-denied":
+        limit = config.stall_seconds + max(config.drain_poll_seconds, config.mapping_poll_seconds)
+        assert report["model"]["longestIdleRunningSeconds"] <= limit
 
 
 def test_model_start_failure_fails_the_run_and_leaves_the_queue_intact():
     report = _run(5, faults=["model-start-failure"])
     first = report["executions"][0]
     assert first["status"] == "FAILED"
-    assert first["error"] == "BatchRunFailed"
-    assert "ModelStartFailed" in json.dumps(report["notifications"])
+    assert first["error"] == "BatchRun.FAILED"
+    assert "the model went FAILED after this run started it" in json.dumps(report["notifications"])
     assert report["imagesByOutcome"] == {"queued": 5}
     assert report["model"]["runningSeconds"] == 0
 
@@ -251,7 +297,7 @@ def test_model_start_timeout_stops_the_starting_model():
     report = _run(3, faults=["model-start-timeout"], overrides={"modelStartTimeoutSeconds": 600})
     first = report["executions"][0]
     assert first["status"] == "FAILED"
-    assert "ModelStartTimedOut" in json.dumps(report["notifications"])
+    assert "the model was still STARTING after 600 s" in json.dumps(report["notifications"])
     assert report["model"]["finalStatus"] == "STOPPED"
     assert report["model"]["calls"]["StopProjectVersion"] == 1
     assert report["imagesByOutcome"] == {"queued": 3}
@@ -265,18 +311,113 @@ def test_aborted_run_is_cleaned_up_by_the_status_change_rule():
     assert cleanup["status"] == "SUCCEEDED"
     assert report["model"]["finalStatus"] == "STOPPED"
     assert report["model"]["calls"]["StopProjectVersion"] == 1
-    assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run cleaned up leftovers"]
+    assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run CLEANED_UP"]
     _assert_safe_end(report)
 
 
-def test_processor_crash_sends_its_batch_to_the_dlq_and_the_rest_is_labeled():
+def test_a_crash_loop_stalls_the_run_instead_of_holding_the_model():
+    config = emulated_config()
     report = _run(12, faults=["processor-crash"])
     assert report["processor"]["invocationErrors"] >= 1
-    assert "incoming/batch/img-000.jpg" not in report["imagesByOutcome"]
+    record = _only_record(report)
+    assert record["outcome"] == "STALLED"
+    assert record["reason"].startswith("nothing labeled for ")
+    # The poison batch waits for the next run (or the DLQ); everything else is labeled.
     outcome = report["imagesByOutcome"]
-    assert outcome.get("dead-letter-queue", 0) >= 1
-    assert outcome.get("result", 0) + outcome.get("dead-letter-queue", 0) == 12
-    assert report["executions"][0]["status"] == "SUCCEEDED"
+    assert outcome["queued"] >= 1
+    assert outcome["result"] + outcome["queued"] == 12
+    # Stopped within the stall time (and a poll) of the last image it labeled, not after six
+    # visibility timeouts.
+    assert report["model"]["longestIdleRunningSeconds"] <= config.stall_seconds + config.drain_poll_seconds
+    assert report["model"]["runningSeconds"] < config.stall_seconds + 120
+    assert report["executions"][0]["error"] == "BatchRun.STALLED"
+
+
+def test_a_model_stopped_in_the_console_fails_the_run_at_the_next_poll():
+    report = _run(400, faults=["model-stopped-externally"])
+    record = _only_record(report)
+    assert record["outcome"] == "FAILED"
+    assert "the model went STOPPING during the drain" in record["reason"]
+    # The mapping is disabled at once: the images left wait in the queue, none burn their receives.
+    assert report["imagesByOutcome"].get("dead-letter-queue", 0) == 0
+    assert record["turnedOff"] == ["mapping (was Enabled)"]
+    # The record counts the minutes the run saw the model RUNNING, within a poll of the bill.
+    billed = report["model"]["runningSeconds"]
+    assert billed - 30 <= record["modelRunningMinutes"] * 60 <= billed
+
+
+def test_a_mapping_disabled_by_someone_else_fails_the_run_and_stops_the_model():
+    report = _run(400, faults=["mapping-disabled-externally"])
+    record = _only_record(report)
+    assert record["outcome"] == "FAILED"
+    assert "the mapping went Disabl" in record["reason"]
+    assert record["turnedOff"] == ["model (was RUNNING)"]
+    assert report["model"]["finalStatus"] in ("STOPPING", "STOPPED")
+
+
+def test_an_unstartable_model_is_reported_once_and_its_queue_kept():
+    report = _run(5, faults=["model-deleted"])
+    first = report["executions"][0]
+    assert first["error"] == "BatchRun.MODEL_NOT_STARTABLE"
+    record = _only_record(report)
+    assert "NOT_FOUND" in record["reason"]
+    assert report["imagesByOutcome"] == {"queued": 5}
+    assert report["model"]["calls"].get("StartProjectVersion", 0) == 0
+
+
+def test_a_denied_stop_fails_loudly_naming_what_is_still_on():
+    report = _run(4, faults=["stop-denied"])
+    records = [item["record"] for item in report["runRecords"]]
+    assert records and all(r["outcome"] == "FAILED" for r in records)
+    for record in records:
+        assert record["stillOn"] == ["model RUNNING"]
+        assert "StopProjectVersion Rekognition.AccessDeniedException" in record["reason"]
+    assert report["resultsWritten"] == 4
+    # The triggered clean-up run tried again, and said so too.
+    assert [e["status"] for e in report["executions"]] == ["FAILED", "FAILED"]
+
+
+def test_a_stuck_mapping_transition_stops_the_model_within_the_timeout():
+    config = emulated_config()
+    report = _run(12, faults=["mapping-stuck-transitioning"])
+    record = _only_record(report)
+    assert record["outcome"] == "FAILED"
+    assert record["reason"] == "the mapping stayed Enabling instead of Enabled"
+    # Held only for the mapping timeout while nothing could be labeled.
+    assert (
+        report["model"]["runningSeconds"] <= config.mapping_timeout_seconds + 2 * config.mapping_poll_seconds
+    )
+
+
+def test_a_run_aborted_while_enabling_is_cleaned_up_once_the_transition_ends():
+    report = _run(40, faults=["abort-while-enabling"])
+    aborted, cleanup = report["executions"][:2]
+    assert (aborted["status"], cleanup["status"]) == ("ABORTED", "SUCCEEDED")
+    record = _only_record(report)
+    assert record["turnedOff"] == ["mapping (was Enabled)", "model (was RUNNING)"]
+
+
+@pytest.mark.parametrize("fault", ["duplicate-trigger", "guard-lag"])
+def test_one_run_at_a_time_under_duplicate_triggers_and_a_lagging_listing(fault):
+    report = _run(12, faults=[fault])
+    first, second = report["executions"]
+    assert (first["status"], second["status"]) == ("SUCCEEDED", "SUCCEEDED")
+    # The second took no lease, so it touched nothing.
+    assert second["statePath"] == ["StartRun", "TakeLease", "AnotherRunIsActive"]
+    assert report["model"]["calls"]["StartProjectVersion"] == 1
+    assert len(report["runRecords"]) == 1
+
+
+def test_a_model_started_by_someone_else_is_used_and_recorded_with_its_units():
+    report = _run(12, faults=["model-started-externally"])
+    record = _only_record(report)
+    assert (record["outcome"], record["modelStartedByRun"], record["inferenceUnits"]) == (
+        "SUCCEEDED",
+        False,
+        4,
+    )
+    assert report["model"]["calls"].get("StartProjectVersion", 0) == 0
+    assert record["estimatedCostUsd"] == pytest.approx(record["modelRunningMinutes"] / 60 * 4 * 4.0, abs=1e-3)
 
 
 def test_throttling_storm_retries_without_losing_images():
@@ -297,9 +438,10 @@ def test_leftover_running_model_is_stopped_by_an_idle_run():
     assert execution["status"] == "SUCCEEDED"
     assert report["model"]["calls"]["StopProjectVersion"] == 1
     [record] = [item["record"] for item in report["runRecords"]]
-    assert (record["outcome"], record["leftover"]["modelStatus"]) == ("CLEANED_UP", "RUNNING")
+    assert (record["outcome"], record["turnedOff"]) == ("CLEANED_UP", ["model (was RUNNING)"])
+    assert record["reason"] == "nothing queued, but left on: model RUNNING, mapping Disabled"
     assert report["model"]["finalStatus"] == "STOPPED"
-    assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run cleaned up leftovers"]
+    assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run CLEANED_UP"]
 
 
 def test_a_second_execution_while_one_runs_touches_nothing():

@@ -30,6 +30,9 @@ class VirtualClock:
         self._cond = threading.Condition()
         self._actors: set[int] = set()
         self._wake: dict[int, float] = {}  # actor -> emulated wake time (math.inf: waiting for a poke)
+        # Actors in wait_until: a poke or a time step wakes them, and they count as awake until they
+        # have looked again (else time could jump past what they were woken to see).
+        self._watching: set[int] = set()
         self._local = threading.local()
         self._next_actor = 0
         self._pokes = 0
@@ -121,12 +124,14 @@ class VirtualClock:
                 if (self._now, self._pokes) != seen:
                     continue
                 self._wake[actor] = deadline
+                self._watching.add(actor)
                 self._cond.notify_all()
                 try:
                     while (self._now, self._pokes) == seen:
                         self._check_stopped()
                         self._cond.wait()
                 finally:
+                    self._watching.discard(actor)
                     self._wake.pop(actor, None)
                     self._cond.notify_all()
 
@@ -134,7 +139,12 @@ class VirtualClock:
         """Something changed that actors in wait_until may be waiting for."""
         with self._cond:
             self._pokes += 1
-            self._cond.notify_all()
+            self._wake_watchers()
+
+    def _wake_watchers(self) -> None:
+        for actor in self._watching:
+            self._wake.pop(actor, None)
+        self._cond.notify_all()
 
     def stop(self) -> None:
         with self._cond:
@@ -169,4 +179,4 @@ class VirtualClock:
                     if (dict(self._wake), set(self._actors), self._pokes) != state:
                         continue
                 self._now = target
-                self._cond.notify_all()
+                self._wake_watchers()

@@ -22,6 +22,34 @@ from .clock import VirtualClock
 MAX_S3_IMAGE_BYTES = 15 * 1024 * 1024
 MIN_DIMENSION, MAX_DIMENSION = 64, 4096
 
+# Every ProjectVersionStatus of the Rekognition API, with the StatusMessage the emulator gives.
+STATUS_MESSAGES = {
+    "TRAINING_IN_PROGRESS": "The model is being trained.",
+    "TRAINING_COMPLETED": "The model is trained.",
+    "TRAINING_FAILED": "The model failed to train.",
+    "STARTING": "The model is being started.",
+    "RUNNING": "The model is running.",
+    "FAILED": "The model failed to start (emulated fault).",
+    "STOPPING": "The model is being stopped.",
+    "STOPPED": "The model is stopped.",
+    "DELETING": "The model is being deleted.",
+    "COPYING_IN_PROGRESS": "The model is being copied.",
+    "COPYING_COMPLETED": "The model is copied.",
+    "COPYING_FAILED": "The model failed to copy.",
+    "DEPRECATED": "The model is deprecated.",
+    "EXPIRED": "The model has expired.",
+}
+# StartProjectVersion: AWS's API reference does not list the statuses a model starts from. A trained,
+# stopped or copied model starts; one that is busy (an operation in progress) answers
+# ResourceInUseException, as AWS documents for RUNNING/STARTING; one that cannot serve (failed,
+# deprecated, expired) answers InvalidParameterException - the emulator's choice.
+STARTABLE = frozenset({"STOPPED", "TRAINING_COMPLETED", "COPYING_COMPLETED"})
+BUSY = frozenset(
+    {"TRAINING_IN_PROGRESS", "STARTING", "RUNNING", "STOPPING", "DELETING", "COPYING_IN_PROGRESS"}
+)
+# DeleteProjectVersion: "You can't delete a model if it is running or if it is training."
+UNDELETABLE = frozenset({"TRAINING_IN_PROGRESS", "STARTING", "RUNNING", "STOPPING"})
+
 
 class ModelError(Exception):
     """An API error with the code AWS uses; the moto glue turns it into a service error."""
@@ -48,6 +76,7 @@ class ModelBehaviour:
     tps_per_inference_unit: float = 5.0
     latency_seconds: float = 0.4
     start_fails: bool = False  # STARTING -> FAILED instead of RUNNING
+    initial_status: str = "STOPPED"  # any status in STATUS_MESSAGES
     # [from, to) in emulated seconds after the model last became RUNNING: every call is throttled
     throttle_windows: list[tuple[float, float]] = field(default_factory=list)
 
@@ -90,6 +119,11 @@ class Annotations:
             data = path.read_bytes()
             annotations.add(data, parse_manifest_entry(entry, data))
         return annotations
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUS_MESSAGES:
+        raise ValueError(f"unknown model status {status!r}; AWS has {sorted(STATUS_MESSAGES)}")
 
 
 def _resolve_source_ref(ref: str, files: dict[str, Path], by_name: dict[str, list[Path]]) -> Path | None:
@@ -145,7 +179,9 @@ def parse_manifest_entry(entry: dict, image_bytes: bytes) -> list[Annotation]:
 
 
 class EmulatedModel:
-    """One model version. All times are emulated seconds from the shared clock."""
+    """One model version. All times are emulated seconds from the shared clock. The API's calls are
+    counted in `calls`; what someone else does (`start_externally`, `stop_externally`, `set_status`,
+    `delete`) is not. A deleted model answers ResourceNotFoundException to every call."""
 
     def __init__(
         self,
@@ -164,7 +200,9 @@ class EmulatedModel:
         self.behaviour = behaviour or ModelBehaviour()
         self.created = clock.epoch_seconds()
         self._lock = threading.Lock()
-        self._timeline: list[tuple[float, str]] = [(0.0, "STOPPED")]
+        _check_status(self.behaviour.initial_status)
+        self._timeline: list[tuple[float, str]] = [(0.0, self.behaviour.initial_status)]
+        self._deleted = False
         self._inference_units = 0
         self._max_inference_units: int | None = None
         self._tokens = 0.0
@@ -173,6 +211,8 @@ class EmulatedModel:
         # Emulated times of the first call the model accepted and of the end of the last one.
         self.first_call_at: float | None = None
         self.last_call_done_at: float | None = None
+        # When each accepted call was answered (labels or an image error): the model's useful work.
+        self._answered_at: list[float] = []
 
     # ---- lifecycle -----------------------------------------------------------------------
     def status(self) -> str:
@@ -194,20 +234,30 @@ class EmulatedModel:
                 since = when
         return since
 
+    def _since(self, t: float) -> float:
+        """When the status at t began."""
+        return max((when for when, _ in self._timeline if when <= t), default=0.0)
+
+    def _check_exists(self) -> None:
+        if self._deleted:
+            raise ModelError(
+                "ResourceNotFoundException", f"The model version {self.version_arn} does not exist."
+            )
+
+    @property
+    def deleted(self) -> bool:
+        return self._deleted
+
     def describe(self) -> dict:
-        status = self.status()
-        messages = {
-            "STOPPED": "The model is stopped.",
-            "STARTING": "The model is being started.",
-            "RUNNING": "The model is running.",
-            "STOPPING": "The model is being stopped.",
-            "FAILED": "The model failed to start (emulated fault).",
-        }
+        """DescribeProjectVersions' entry; MinInferenceUnits (and MaxInferenceUnits) once started."""
+        with self._lock:
+            self._check_exists()
+            status = self._status_at(self.clock.now())
         description = {
             "ProjectVersionArn": self.version_arn,
             "CreationTimestamp": self.created,
             "Status": status,
-            "StatusMessage": messages.get(status, status),
+            "StatusMessage": STATUS_MESSAGES[status],
         }
         if self._inference_units:
             description["MinInferenceUnits"] = self._inference_units
@@ -216,32 +266,96 @@ class EmulatedModel:
         return description
 
     def start(self, min_inference_units: int, max_inference_units: int | None = None) -> str:
-        now = self.clock.now()
+        """StartProjectVersion: STARTING, then RUNNING (or FAILED) after start_seconds."""
         with self._lock:
+            self._check_exists()
             self.calls["StartProjectVersion"] += 1
-            status = self._status_at(now)
-            if status in ("RUNNING", "STARTING", "STOPPING"):
-                raise ModelError("ResourceInUseException", f"The model is {status}.")
-            if min_inference_units < 1:
-                raise ModelError("InvalidParameterException", "MinInferenceUnits must be at least 1.")
-            self._inference_units = min_inference_units
-            self._max_inference_units = max_inference_units
-            end = "FAILED" if self.behaviour.start_fails else "RUNNING"
-            self._timeline += [(now, "STARTING"), (now + self.behaviour.start_seconds, end)]
-            return "STARTING"
+            return self._start(min_inference_units, max_inference_units)
 
-    def stop(self) -> str:
+    def start_externally(
+        self,
+        min_inference_units: int,
+        max_inference_units: int | None = None,
+        *,
+        already_running: bool = False,
+    ) -> str:
+        """Someone else starts the model (the console, another run): as StartProjectVersion, or with
+        already_running=True the model is RUNNING with those units from now on, whatever it was."""
+        with self._lock:
+            self._check_exists()
+            if not already_running:
+                return self._start(min_inference_units, max_inference_units)
+            self._set_units(min_inference_units, max_inference_units)
+            self._set_status_now("RUNNING")
+            return "RUNNING"
+
+    def _start(self, min_inference_units: int, max_inference_units: int | None) -> str:
+        now = self.clock.now()
+        status = self._status_at(now)
+        if status in BUSY:
+            raise ModelError("ResourceInUseException", f"The model is {status}.")
+        if status not in STARTABLE:
+            raise ModelError("InvalidParameterException", f"A model in status {status} cannot be started.")
+        self._set_units(min_inference_units, max_inference_units)
+        end = "FAILED" if self.behaviour.start_fails else "RUNNING"
+        self._timeline = [(t, s) for t, s in self._timeline if t <= now]
+        self._timeline += [(now, "STARTING"), (now + self.behaviour.start_seconds, end)]
+        return "STARTING"
+
+    def _set_units(self, min_inference_units: int, max_inference_units: int | None) -> None:
+        if min_inference_units < 1:
+            raise ModelError("InvalidParameterException", "MinInferenceUnits must be at least 1.")
+        self._inference_units = min_inference_units
+        self._max_inference_units = max_inference_units
+
+    def stop(self, *, refuse_while_starting_seconds: float = 0.0) -> str:
+        """StopProjectVersion: STOPPING, then STOPPED after stop_seconds. AWS stops a RUNNING or a
+        STARTING model; refuse_while_starting_seconds (ControlPlane's option) refuses the latter
+        with ResourceInUseException for its first seconds of STARTING."""
+        with self._lock:
+            self._check_exists()
+            self.calls["StopProjectVersion"] += 1
+            return self._stop(refuse_while_starting_seconds)
+
+    def stop_externally(self) -> str:
+        """Someone stops the model in the console: as StopProjectVersion."""
+        with self._lock:
+            self._check_exists()
+            return self._stop(0.0)
+
+    def _stop(self, refuse_while_starting_seconds: float) -> str:
+        now = self.clock.now()
+        status = self._status_at(now)
+        if status not in ("RUNNING", "STARTING"):
+            raise ModelError("ResourceInUseException", f"The model is {status}; only a running model stops.")
+        if status == "STARTING" and now - self._since(now) < refuse_while_starting_seconds:
+            raise ModelError("ResourceInUseException", "The model is STARTING and cannot be stopped yet.")
+        self._timeline = [(t, s) for t, s in self._timeline if t <= now]
+        self._timeline += [(now, "STOPPING"), (now + self.behaviour.stop_seconds, "STOPPED")]
+        return "STOPPING"
+
+    def set_status(self, status: str) -> None:
+        """Put the model into any status AWS has, from now on (whatever was scheduled is dropped)."""
+        _check_status(status)
+        with self._lock:
+            self._check_exists()
+            self._set_status_now(status)
+
+    def _set_status_now(self, status: str) -> None:
+        now = self.clock.now()
+        self._timeline = [(t, s) for t, s in self._timeline if t <= now] + [(now, status)]
+
+    def delete(self) -> None:
+        """Someone deletes the model version (fault "model-deleted"): from now on every call for it is
+        ResourceNotFoundException and DescribeProjectVersions leaves it out. As DeleteProjectVersion,
+        refused with ResourceInUseException while it runs or trains: stop it first."""
         now = self.clock.now()
         with self._lock:
-            self.calls["StopProjectVersion"] += 1
+            self._check_exists()
             status = self._status_at(now)
-            if status not in ("RUNNING", "STARTING"):
-                raise ModelError(
-                    "ResourceInUseException", f"The model is {status}; only a running model stops."
-                )
-            self._timeline = [(t, s) for t, s in self._timeline if t <= now]
-            self._timeline += [(now, "STOPPING"), (now + self.behaviour.stop_seconds, "STOPPED")]
-            return "STOPPING"
+            if status in UNDELETABLE:
+                raise ModelError("ResourceInUseException", f"The model is {status}; it cannot be deleted.")
+            self._deleted = True
 
     def running_seconds(self) -> float:
         """Emulated seconds spent RUNNING so far: what Custom Labels bills."""
@@ -258,6 +372,28 @@ class EmulatedModel:
             if since is not None:
                 total += now - since
             return total
+
+    def longest_idle_running_seconds(self) -> float:
+        """The longest stretch the model spent RUNNING (billed) without answering a single call."""
+        now = self.clock.now()
+        with self._lock:
+            periods, since = [], None
+            for when, status in self._timeline:
+                if when > now:
+                    break
+                if status == "RUNNING" and since is None:
+                    since = when
+                elif status != "RUNNING" and since is not None:
+                    periods.append((since, when))
+                    since = None
+            if since is not None:
+                periods.append((since, now))
+            answers = sorted(self._answered_at)
+        longest = 0.0
+        for start, end in periods:
+            marks = [start, *(t for t in answers if start <= t <= end), end]
+            longest = max([longest, *(b - a for a, b in zip(marks, marks[1:], strict=False))])
+        return longest
 
     def inference_unit_seconds(self) -> float:
         return self.running_seconds() * max(self._inference_units, 1)
@@ -276,6 +412,7 @@ class EmulatedModel:
     ) -> list:
         now = self.clock.now()
         with self._lock:
+            self._check_exists()
             self.calls["DetectCustomLabels"] += 1
             if self._status_at(now) != "RUNNING":
                 raise ModelError("ResourceNotReadyException", "The model is not running.")
@@ -306,6 +443,7 @@ class EmulatedModel:
         finally:
             with self._lock:
                 self.last_call_done_at = self.clock.now()
+                self._answered_at.append(self.last_call_done_at)
         with self._lock:
             self.calls["Labeled"] += 1
         return labels

@@ -1,14 +1,16 @@
 """Lambda's SQS event-source mapping, emulated: pollers that run the real handler in-process.
 
-AWS semantics kept: polls only while the mapping is Enabled; batches up to BatchSize; at most
-MaximumConcurrency batches at once; deletes what succeeded; honours `batchItemFailures` (an
-invalid response fails the whole batch); an invocation error returns the whole batch to the queue,
-where the visibility timeout and the queue's redrive policy (moto's) take over.
+AWS semantics kept: polls only while the mapping's State is Enabled (as an option also Disabling:
+control_plane.mapping_polls); batches up to BatchSize; at most MaximumConcurrency batches at once;
+deletes what succeeded; honours `batchItemFailures` (an invalid response fails the whole batch); an
+invocation error returns the whole batch to the queue, where the visibility timeout and the queue's
+redrive policy (moto's) take over.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import traceback
 import uuid
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import boto3
 
 from .clock import ClockStopped, VirtualClock
+from .control_plane import mapping_polls, state_change_at
 from .moto_fixes import SQS_LOCK
 
 IDLE_POLL_SECONDS = 1.0
@@ -98,11 +101,25 @@ class EventSourceMappingEmulator:
 
     # Polling reads moto's objects directly: it runs on every emulated step, and going through
     # boto3 for each look would make long runs slow without changing what they show.
-    def _enabled(self) -> bool:
+    def _moto_mapping(self):
         from moto.awslambda.utils import get_backend
 
         account = self.function_arn.split(":")[4]
-        return bool(get_backend(account, self.region).get_event_source_mapping(self.mapping_uuid).enabled)
+        return get_backend(account, self.region).get_event_source_mapping(self.mapping_uuid)
+
+    def _polling(self) -> bool:
+        return mapping_polls(self._moto_mapping())
+
+    def _wait_while(self, holds: Callable[[], bool], *, timeout: float = math.inf) -> None:
+        """Sleep while holds() and the mapping's next state change stays where it was, at most until
+        that change or for timeout."""
+        change_at = state_change_at(self._moto_mapping())
+        self.clock.wait_until(
+            lambda: (
+                self._stopping.is_set() or not holds() or state_change_at(self._moto_mapping()) != change_at
+            ),
+            timeout=min(timeout, change_at - self.clock.now()),
+        )
 
     def _moto_queue(self):
         from moto.sqs.models import sqs_backends
@@ -111,23 +128,18 @@ class EventSourceMappingEmulator:
         return sqs_backends[account][self.region].queues[name]
 
     def _wait_for_messages(self) -> None:
-        """Long polling: return when a message is visible, the mapping changes, or 20 s pass."""
+        """Long polling: return when a message is visible, the mapping changes, or 20 s pass. A message
+        becomes receivable just after its ready time (moto compares strictly): whenever the earliest
+        ready time changes (a message arrives, another poller takes one), wait until just after it."""
         queue = self._moto_queue()
         now_ms = self.clock.epoch_seconds() * 1000
-        with SQS_LOCK:
-            ready_at = [max(m.visible_at, m.delayed_until) for m in queue._messages]
-        if any(t < now_ms for t in ready_at):
+        first = _first_ready_ms(queue)
+        if first < now_ms:
             # Visible, but another poller took it first: look again a moment later.
             self.clock.sleep(IDLE_POLL_SECONDS)
             return
-        upcoming = [t for t in ready_at if t >= now_ms]
-        timeout = (
-            min(LONG_POLL_SECONDS, (min(upcoming) - now_ms) / 1000 + 0.001) if upcoming else LONG_POLL_SECONDS
-        )
-        self.clock.wait_until(
-            lambda: self._stopping.is_set() or not self._enabled() or _any_ready(queue),
-            timeout=timeout,
-        )
+        timeout = min(LONG_POLL_SECONDS, (first - now_ms) / 1000 + 0.001)
+        self._wait_while(lambda: self._polling() and _first_ready_ms(queue) == first, timeout=timeout)
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._stats_lock:
@@ -137,8 +149,8 @@ class EventSourceMappingEmulator:
         self.clock.bind(actor)
         try:
             while not self._stopping.is_set():
-                if not self._enabled():
-                    self.clock.wait_until(lambda: self._stopping.is_set() or self._enabled())
+                if not self._polling():
+                    self._wait_while(lambda: not self._polling())
                     continue
                 messages = self._receive()
                 if not messages:
@@ -219,9 +231,10 @@ class EventSourceMappingEmulator:
         self._count("messagesDeleted", len(done))
 
 
-def _any_ready(queue) -> bool:
+def _first_ready_ms(queue) -> float:
+    """Epoch milliseconds at which the earliest message is (or was) visible and undelayed."""
     with SQS_LOCK:
-        return any(m.visible and not m.delayed for m in queue._messages)
+        return min((max(m.visible_at, m.delayed_until) for m in queue._messages), default=math.inf)
 
 
 def _failed_ids(response: object, batch_ids: set[str]) -> set[str] | None:

@@ -1,5 +1,6 @@
 """Applies the emulation's changes to moto for the duration of one emulation, and takes them back
-after: upstreamable fixes (moto_fixes), the clock (virtual_time), emulated services (services)."""
+after: upstreamable fixes (moto_fixes), the clock (virtual_time), emulated services (services), AWS's
+stricter control plane (control_plane)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 
 import moto
 
-from . import moto_fixes, services, virtual_time
+from . import control_plane, moto_fixes, services, virtual_time
 from .state import Emulation
 
 SUPPORTED_MOTO = "5.2.5"
@@ -31,6 +32,7 @@ def applied(emulation: Emulation) -> Iterator[None]:
                 *moto_fixes.patches(emulation.clock.datetime),
                 *virtual_time.patches(emulation),
                 *services.patches(emulation),
+                *control_plane.patches(emulation),
             ):
                 stack.enter_context(patch)
             yield

@@ -33,6 +33,7 @@ from customlabels_batch.settings import (
 
 from . import functions, moto_fixes, patches
 from .clock import VirtualClock
+from .control_plane import ControlPlane, external_update
 from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
 from .event_source_mapping import EventSourceMappingEmulator, InvocationCrash, LambdaContext
 from .metrics import ingest_flushed_metrics
@@ -54,7 +55,18 @@ FAULTS = {
     "throttling-storm": "Every DetectCustomLabels call is throttled for the first 3 minutes the model runs.",
     "processor-crash": "The processor's runtime crashes on every batch that holds the first image uploaded.",
     "abort-during-drain": "Someone stops the execution just after image processing is enabled.",
+    "model-stopped-externally": "Someone stops the model in the console a minute into the drain.",
+    "mapping-disabled-externally": "Someone (or a racing run) disables the mapping a minute into the drain.",
+    "model-deleted": "The model version was deleted before the run.",
+    "stop-denied": "StopProjectVersion is denied to the pipeline (AccessDeniedException), on every run.",
+    "mapping-stuck-transitioning": "The mapping stays Enabling for 10 minutes, refusing every update.",
+    "abort-while-enabling": "Someone stops the execution while the mapping is Enabling.",
+    "duplicate-trigger": "EventBridge delivers the schedule's event twice (at-least-once delivery).",
+    "guard-lag": "ListExecutions lags 60 s, and a second trigger arrives 10 s into the run.",
+    "model-started-externally": "Someone started the model before the run, with 4 inference units.",
 }
+EXTERNAL_CHANGE_AFTER_SECONDS = 60.0  # into the drain, for the faults that touch resources mid-run
+STUCK_TRANSITION_SECONDS = 600.0
 
 
 def cleanup_input(execution_arn: str, status: str) -> str:
@@ -101,6 +113,8 @@ class EmulationOptions:
     status_change_rule: bool = True
     # Hard stop for the emulation itself, in emulated seconds (a wrong definition could loop forever).
     max_emulated_seconds: float = 7 * 24 * 3600
+    # How the control plane behaves where AWS gives no figure (transition times, listing lag, ...).
+    control: ControlPlane = field(default_factory=ControlPlane)
 
 
 class EmulatedPipeline:
@@ -113,14 +127,18 @@ class EmulatedPipeline:
         if unknown:
             raise ValueError(f"unknown fault {sorted(unknown)}; choose from {sorted(FAULTS)}")
         self.clock = VirtualClock(time_scale=self.options.time_scale)
-        self.emulation = Emulation(clock=self.clock)
+        self.emulation = Emulation(clock=self.clock, control=self.options.control)
         self._exit = contextlib.ExitStack()
         self.uploaded: list[str] = []
         self.events: list[tuple[float, str]] = []
         # What the driver has seen during run(): ended executions, the mapping's first Enabled.
         self._handled: set[str] = set()
         self._enabled_at: float | None = None
-        self._aborted = False
+        self._enabling_seen = False
+        self._done_faults: set[str] = set()
+        # Every execution this emulation started: ListExecutions lags as on AWS; DescribeExecution
+        # does not, so the driver describes these.
+        self._started: list[str] = []
         self._scheduled_uploads: list[tuple[Callable[[EmulatedPipeline], bool], list[Upload]]] = []
 
     # ---- set-up --------------------------------------------------------------------------
@@ -168,6 +186,15 @@ class EmulatedPipeline:
             behaviour=behaviour,
         )
         self.emulation.models[config.project_version_arn] = self.model
+        faults = self.options.faults
+        if "model-deleted" in faults:
+            self.model.delete()
+        if "model-started-externally" in faults:
+            self.model.start_externally(4, already_running=True)
+        if "stop-denied" in faults:
+            self.emulation.control.denied.add("rekognition:StopProjectVersion")
+        if "guard-lag" in faults:
+            self.emulation.control.list_executions_lag_seconds = 60.0
 
         region = config.region
         self.s3 = boto3.client("s3", region_name=region)
@@ -382,6 +409,7 @@ class EmulatedPipeline:
         arn = self.sfn.start_execution(
             stateMachineArn=self.state_machine_arn, input=text, name=name or str(uuid.uuid4())
         )["executionArn"]
+        self._started.append(arn)
         self.events.append((self.clock.now(), f"execution started: {arn.rsplit(':', 1)[-1]}"))
         return arn
 
@@ -400,6 +428,8 @@ class EmulatedPipeline:
         period = _schedule_period(self.config.schedule) if self.config.schedule_enabled else None
         with self.clock.actor():
             self.start_execution({"trigger": "schedule"})
+            if "duplicate-trigger" in self.options.faults:
+                self.start_execution({"trigger": "schedule"})  # the same event, delivered again
             next_tick = started + period if period else math.inf
             while True:
                 self.clock.sleep(DRIVER_TICK_SECONDS)
@@ -408,10 +438,11 @@ class EmulatedPipeline:
                     on_tick(self)
                 if self.mapping.fatal:
                     raise RuntimeError(f"an emulated event-source-mapping poller died:\n{self.mapping.fatal}")
-                if self._enabled_at is None and self.mapping_state() == "Enabled":
+                state = self.mapping_state()
+                if self._enabled_at is None and state == "Enabled":
                     self._enabled_at = now
                 self._upload_due_images(now)
-                self._abort_if_faulted(now)
+                self._inject_faults(now, state, started)
                 executions = self._executions()
                 if self.options.status_change_rule and self._emulate_status_change_rule(now, executions):
                     executions = self._executions()
@@ -435,17 +466,42 @@ class EmulatedPipeline:
                 self.upload(uploads)
                 self.events.append((now, f"uploaded {len(uploads)} images during the run"))
 
-    def _abort_if_faulted(self, now: float) -> None:
-        if "abort-during-drain" not in self.options.faults or self._aborted or self._enabled_at is None:
-            return
+    def _inject_faults(self, now: float, mapping_state: str, run_started: float) -> None:
+        """The faults that happen during the run: people and other runs acting on the resources."""
+        faults = set(self.options.faults) - self._done_faults
+        enabling = mapping_state == "Enabling"
+        into_drain = self._enabled_at is not None and now >= self._enabled_at + EXTERNAL_CHANGE_AFTER_SECONDS
+        if "abort-during-drain" in faults and self._enabled_at is not None:
+            self._abort_running(now, "abort-during-drain")
+        if "abort-while-enabling" in faults and enabling:
+            self._abort_running(now, "abort-while-enabling")
+        if "mapping-stuck-transitioning" in faults and enabling:
+            self.emulation.control.mapping_stuck_until = now + STUCK_TRANSITION_SECONDS
+            self._fault_done(now, "mapping-stuck-transitioning", "the mapping is stuck Enabling (fault)")
+        if "model-stopped-externally" in faults and into_drain:
+            self.model.stop_externally()
+            self._fault_done(now, "model-stopped-externally", "the model was stopped outside the run (fault)")
+        if "mapping-disabled-externally" in faults and into_drain and mapping_state == "Enabled":
+            external_update(self.emulation, self.mapping_uuid, False)
+            self._fault_done(
+                now, "mapping-disabled-externally", "the mapping was disabled outside the run (fault)"
+            )
+        if "guard-lag" in faults and now >= run_started + 10:
+            self.start_execution({"trigger": "schedule"})
+            self._fault_done(now, "guard-lag", "a second trigger during the listing lag (fault)")
+
+    def _fault_done(self, now: float, fault: str, event: str) -> None:
+        self._done_faults.add(fault)
+        self.events.append((now, event))
+
+    def _abort_running(self, now: float, fault: str) -> None:
         for execution in self._executions("RUNNING"):
             self.sfn.stop_execution(
                 executionArn=execution["executionArn"],
                 error="OperatorAbort",
-                cause="Stopped by the abort-during-drain fault",
+                cause=f"Stopped by the {fault} fault",
             )
-            self.events.append((now, "execution aborted (fault)"))
-        self._aborted = True
+        self._fault_done(now, fault, "execution aborted (fault)")
 
     def _emulate_status_change_rule(self, now: float, executions: list[dict]) -> bool:
         """The stack's EventBridge rule: a run that ended FAILED, TIMED_OUT or ABORTED (and was not
@@ -466,13 +522,8 @@ class EmulatedPipeline:
         return started
 
     def _executions(self, status: str | None = None) -> list[dict]:
-        kwargs = {"statusFilter": status} if status else {}
-        paginator = self.sfn.get_paginator("list_executions")
-        return [
-            e
-            for page in paginator.paginate(stateMachineArn=self.state_machine_arn, **kwargs)
-            for e in page["executions"]
-        ]
+        described = [self.sfn.describe_execution(executionArn=arn) for arn in self._started]
+        return [e for e in described if status is None or e["status"] == status]
 
     @property
     def enabled_at(self) -> float | None:
@@ -616,6 +667,7 @@ class EmulatedPipeline:
                 "finalStatus": self.model.status(),
                 "inferenceUnits": units,
                 "runningSeconds": round(running_seconds, 3),
+                "longestIdleRunningSeconds": round(self.model.longest_idle_running_seconds(), 3),
                 "billedInferenceUnitMinutes": round(billed_minutes, 3),
                 "estimatedCostUsd": round(billed_minutes / 60 * config.usd_per_inference_unit_hour, 4),
                 "calls": dict(self.model.calls),

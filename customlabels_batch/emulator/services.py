@@ -1,7 +1,7 @@
 """Services moto lacks, emulated on its backends: the Custom Labels model lifecycle and
-DetectCustomLabels (answered by the emulated models), Lambda Invoke of the functions an emulation
-runs in-process (moto's Docker-free backend would only echo the event), and SQS's
-StartMessageMoveTask (moto raises NotImplementedError)."""
+DetectCustomLabels (answered by the emulated models, never by moto's canned labels), Lambda Invoke
+of the functions an emulation runs in-process (moto's Docker-free backend would only echo the
+event), and SQS's StartMessageMoveTask (moto raises NotImplementedError)."""
 
 from __future__ import annotations
 
@@ -21,41 +21,50 @@ def patches(emulation: Emulation) -> list[Any]:
 
 
 def _rekognition(emulation: Emulation) -> list[Any]:
+    """The model calls on the emulated models. An unknown or deleted model version is
+    ResourceNotFoundException, as is DescribeProjectVersions of an unknown project; of a known
+    project it lists only the versions that exist (none for an unknown VersionNames, as AWS)."""
     from moto.core.exceptions import JsonRESTError
     from moto.rekognition.responses import RekognitionResponse
 
+    from .control_plane import access_denied
     from .custom_labels import ModelError
 
     models = emulation.models
-    original_detect = RekognitionResponse.detect_custom_labels
 
     def _model(arn: str):
         model = models.get(arn)
-        if model is None:
-            raise JsonRESTError("ResourceNotFoundException", f"No model version {arn}.")
+        if model is None or model.deleted:
+            raise JsonRESTError("ResourceNotFoundException", f"The model version {arn} does not exist.")
         return model
 
-    def _api(fn):
-        def wrapper(self):
-            try:
-                return json.dumps(fn(self))
-            except ModelError as error:
-                raise JsonRESTError(error.code, error.message) from None
+    def _api(action: str):
+        def decorator(fn):
+            def wrapper(self):
+                access_denied(emulation.control, f"rekognition:{action}")
+                try:
+                    return json.dumps(fn(self))
+                except ModelError as error:
+                    raise JsonRESTError(error.code, error.message) from None
 
-        return wrapper
+            return wrapper
 
-    @_api
+        return decorator
+
+    @_api("StartProjectVersion")
     def start_project_version(self):
         model = _model(self._get_param("ProjectVersionArn"))
         return {
             "Status": model.start(self._get_param("MinInferenceUnits"), self._get_param("MaxInferenceUnits"))
         }
 
-    @_api
+    @_api("StopProjectVersion")
     def stop_project_version(self):
-        return {"Status": _model(self._get_param("ProjectVersionArn")).stop()}
+        model = _model(self._get_param("ProjectVersionArn"))
+        refuse = emulation.control.stop_refused_while_starting_seconds
+        return {"Status": model.stop(refuse_while_starting_seconds=refuse)}
 
-    @_api
+    @_api("DescribeProjectVersions")
     def describe_project_versions(self):
         project = self._get_param("ProjectArn")
         names = self._get_param("VersionNames") or []
@@ -65,27 +74,24 @@ def _rekognition(emulation: Emulation) -> list[Any]:
             "ProjectVersionDescriptions": [
                 m.describe()
                 for m in models.values()
-                if m.project_arn == project and (not names or m.version_name in names)
+                if m.project_arn == project and not m.deleted and (not names or m.version_name in names)
             ]
         }
 
+    @_api("DetectCustomLabels")
     def detect_custom_labels(self):
-        arn = self._get_param("ProjectVersionArn")
-        if arn not in models:
-            return original_detect(self)
+        model = _model(self._get_param("ProjectVersionArn"))
         image = self._get_param("Image") or {}
         data = None
         if "S3Object" in image:
             data = _read_s3_object(self.current_account, self.partition, image["S3Object"])
-        return _api(
-            lambda _self: {
-                "CustomLabels": models[arn].detect(
-                    data,
-                    min_confidence=self._get_param("MinConfidence"),
-                    max_results=self._get_param("MaxResults"),
-                )
-            }
-        )(self)
+        return {
+            "CustomLabels": model.detect(
+                data,
+                min_confidence=self._get_param("MinConfidence"),
+                max_results=self._get_param("MaxResults"),
+            )
+        }
 
     return [
         mock.patch.object(RekognitionResponse, "start_project_version", start_project_version, create=True),

@@ -1,4 +1,5 @@
-"""What one emulation's patches consult: its clock, its models, its in-process functions."""
+"""What one emulation's patches consult: its clock, its models, its in-process functions, its
+control-plane options."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .control_plane import ControlPlane
 
 if TYPE_CHECKING:
     from .clock import VirtualClock
@@ -22,3 +25,5 @@ class Emulation:
     # Execution ARN -> {"started": s, "stopped": s} in emulated seconds.
     execution_times: dict[str, dict[str, float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # How the emulated control plane behaves where AWS is slower or stricter than moto; faults too.
+    control: ControlPlane = field(default_factory=ControlPlane)

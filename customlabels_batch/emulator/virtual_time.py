@@ -1,7 +1,7 @@
 """moto and botocore on the emulation's clock: Step Functions' Wait states, Retry intervals and state
 timestamps, SQS visibility and receive times, botocore's retry sleeps; every execution thread is a
-clock actor, and whatever an actor may be waiting for (a new message, a mapping update, a stopped
-execution) wakes the clock."""
+clock actor, and whatever an actor may be waiting for (a new message, a stopped execution) wakes the
+clock (a mapping update wakes it in control_plane)."""
 
 from __future__ import annotations
 
@@ -114,7 +114,6 @@ def _stepfunctions_actors(emulation: Emulation) -> list[Any]:
 
 
 def _sqs(emulation: Emulation) -> list[Any]:
-    from moto.awslambda.models import LambdaBackend
     from moto.sqs import models as sqs_models
 
     clock = emulation.clock
@@ -132,18 +131,10 @@ def _sqs(emulation: Emulation) -> list[Any]:
         original_add(self, message)
         clock.poke()  # a new message wakes pollers that long-poll on the clock
 
-    original_update = LambdaBackend.update_event_source_mapping
-
-    def update_event_source_mapping(self, uuid, spec):
-        result = original_update(self, uuid, spec)
-        clock.poke()  # enabling or disabling wakes the emulated pollers
-        return result
-
     return [
         mock.patch.object(sqs_models, "unix_time", unix_time),
         mock.patch.object(sqs_models, "unix_time_millis", unix_time_millis),
         mock.patch.object(sqs_models.Queue, "add_message", add_message),
-        mock.patch.object(LambdaBackend, "update_event_source_mapping", update_event_source_mapping),
     ]
 
 
