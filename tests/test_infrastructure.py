@@ -516,7 +516,7 @@ def test_cleanup_input_starts_with_the_excluded_prefix_and_reaches_the_cleanup_r
 
 
 def test_the_run_lease_table_is_encrypted_on_demand_and_scoped(synth):
-    table_id, table = synth.one("AWS::DynamoDB::GlobalTable")
+    _table_id, table = synth.one("AWS::DynamoDB::GlobalTable")
     props = table["Properties"]
     assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert props["BillingMode"] == "PAY_PER_REQUEST"
@@ -574,7 +574,7 @@ def test_processor_role_is_scoped_to_prefixes_model_queue_and_log_group(synth):
 
 def test_state_machine_role_is_scoped_to_exact_arns(synth):
     role_id = synth.logical_id("AWS::IAM::Role", "StateMachineRole")
-    machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    _machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
     queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
     recorder_id = synth.logical_id("AWS::Lambda::Function", "RunRecorderFunction")
     mapping_id, _ = synth.one("AWS::Lambda::EventSourceMapping")

@@ -5,6 +5,7 @@ The behaviour itself (every fault ends safe) is proven end to end in test_emulat
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
@@ -89,7 +90,7 @@ def test_no_pass_state_copies_settings_or_counts(states):
 
 
 def test_the_loop_is_a_wait_four_observations_and_one_choice(states):
-    for current, following in zip(LOOP, LOOP[1:], strict=False):
+    for current, following in itertools.pairwise(LOOP):
         assert states[current]["Next"] == following
     assert states["Decide"]["Type"] == "Choice"
     assert states["Decide"]["Default"] == "WaitForChange"

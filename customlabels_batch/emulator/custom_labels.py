@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import itertools
 import json
 import math
 import threading
@@ -392,7 +393,7 @@ class EmulatedModel:
         longest = 0.0
         for start, end in periods:
             marks = [start, *(t for t in answers if start <= t <= end), end]
-            longest = max([longest, *(b - a for a, b in zip(marks, marks[1:], strict=False))])
+            longest = max([longest, *(b - a for a, b in itertools.pairwise(marks))])
         return longest
 
     def inference_unit_seconds(self) -> float:
