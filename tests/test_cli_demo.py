@@ -76,14 +76,14 @@ def test_demo_with_own_images_manifest_fault_and_context(tmp_path, capsys):
             "--fault",
             "abort-during-drain",
             "-c",
-            "drainPollSeconds=15",
+            "drainPollSeconds=45",
             "--quiet",
         ]
     )
     assert code == 0
     report = json.loads((out / "run-report.json").read_text())
     assert report["faults"] == ["abort-during-drain"]
-    assert report["settings"]["config"]["drainPollSeconds"] == 15
+    assert report["settings"]["config"]["drainPollSeconds"] == 45
     assert report["executions"][0]["status"] == "ABORTED"
     assert report["model"]["finalStatus"] == "STOPPED"
     if (out / "results" / "sub" / "leaf.png.json").exists():

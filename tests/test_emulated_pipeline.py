@@ -12,6 +12,7 @@ import math
 import pytest
 from PIL import Image, ImageDraw
 
+from customlabels_batch.emulator.control_plane import ControlPlane
 from customlabels_batch.emulator.custom_labels import Annotation, Annotations, ModelBehaviour
 from customlabels_batch.emulator.pipeline import (
     FAULTS,
@@ -38,6 +39,9 @@ def _run(
     count: int = 12, *, faults=(), overrides=None, behaviour=None, annotations=None, setup=None, **options
 ):
     config = emulated_config(overrides)
+    # A run must stay within the history its settings were validated for (Step Functions fails an
+    # execution at 25,000 events; the settings refuse what could get there).
+    options.setdefault("control", ControlPlane(history_event_limit=config.worst_case_history_events))
     opts = EmulationOptions(
         faults=tuple(faults),
         behaviour=behaviour or ModelBehaviour(),
@@ -395,6 +399,56 @@ def test_a_run_aborted_while_enabling_is_cleaned_up_once_the_transition_ends():
     assert (aborted["status"], cleanup["status"]) == ("ABORTED", "SUCCEEDED")
     record = _only_record(report)
     assert record["turnedOff"] == ["mapping (was Enabled)", "model (was RUNNING)"]
+
+
+def test_a_copied_model_is_startable():
+    report = _run(4, setup=lambda pipeline: pipeline.model.set_status("COPYING_COMPLETED"))
+    assert _only_record(report)["outcome"] == "SUCCEEDED"
+    assert report["model"]["calls"]["StartProjectVersion"] == 1
+    assert report["resultsWritten"] == 4
+
+
+def test_an_expired_model_is_reported_once_a_day_not_failed_every_hour():
+    config = emulated_config()
+    with EmulatedPipeline(config, EmulationOptions(processor_log=io.StringIO())) as pipeline:
+        pipeline.model.set_status("EXPIRED")
+        pipeline.upload(_uploads(3))
+        first = pipeline.run()
+        hour_later = pipeline.run()
+        with pipeline.clock.actor():
+            pipeline.clock.sleep(86400)
+        day_later = pipeline.run()
+    assert [n["subject"] for n in first["notifications"]] == ["Custom Labels batch run MODEL_NOT_STARTABLE"]
+    assert first["executions"][0]["error"] == "BatchRun.MODEL_NOT_STARTABLE"
+    # The next hour's run says nothing, touches nothing and is not a failure to clean up after.
+    assert hour_later["notifications"] == []
+    assert hour_later["executions"][-1]["status"] == "SUCCEEDED"
+    assert [n["subject"] for n in day_later["notifications"]] == [
+        "Custom Labels batch run MODEL_NOT_STARTABLE"
+    ]
+    assert day_later["imagesByOutcome"] == {"queued": 3}
+    assert day_later["model"]["calls"].get("StartProjectVersion", 0) == 0
+
+
+@pytest.mark.parametrize("refused_seconds", [0, 900])
+def test_a_starting_model_is_stopped_even_if_stop_is_refused_for_a_while(refused_seconds):
+    """AWS allows stopping a STARTING model; if it refused for a while, the clean-up retries."""
+    config = emulated_config({"modelStartTimeoutSeconds": 600})
+    report = _run(
+        3,
+        faults=["model-start-timeout"],
+        overrides={"modelStartTimeoutSeconds": 600},
+        control=ControlPlane(
+            stop_refused_while_starting_seconds=refused_seconds,
+            history_event_limit=config.worst_case_history_events,
+        ),
+    )
+    _assert_safe_end(report)
+    record = _only_record(report)
+    assert record["outcome"] == "FAILED"
+    assert report["model"]["finalStatus"] == "STOPPED"
+    refusals = report["model"]["calls"]["StopProjectVersion"] - 1
+    assert (refusals > 0) == (refused_seconds > 0)
 
 
 @pytest.mark.parametrize("fault", ["duplicate-trigger", "guard-lag"])

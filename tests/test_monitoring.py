@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from test_infrastructure import Synthesis, synth, synthesize
 
+from customlabels_batch.settings import QUEUE_RETENTION_DAYS
 from stacks.functions import REPO_ROOT
 
 __all__ = ["synth"]  # test_infrastructure's session fixture, imported so pytest finds it here
@@ -128,6 +129,7 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
             ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue),
             ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", queue),
             ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq),
+            ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue),
         ],
         "Images labeled and error records": [
             (NAMESPACE, "ImagesLabeled", SERVICE),
@@ -214,10 +216,10 @@ def test_dashboard_shows_the_alarms(synth):
 # ---- alarms ------------------------------------------------------------------------------------
 
 
-def test_four_alarms_each_notify_the_topic(synth):
+def test_five_alarms_each_notify_the_topic(synth):
     topic = {"Ref": ids(synth)["topic"]}
     alarms = synth.of_type("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 4
+    assert len(alarms) == 5
     for logical_id, resource in alarms.items():
         props = resource["Properties"]
         assert props["AlarmActions"] == [topic], logical_id
@@ -240,6 +242,19 @@ def test_dead_letter_queue_alarm_fires_on_one_visible_message(synth):
     assert props["Threshold"] == 1
     assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert props["EvaluationPeriods"] == 1
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_oldest_queued_image_alarm_warns_two_days_before_the_queue_would_delete_it(synth):
+    props = alarm(synth, "OldestQueuedImage")
+    queue = {"Fn::GetAtt": [ids(synth)["queue"], "QueueName"]}
+    assert without_labels(props["Metrics"]) == [
+        metric_stat(
+            "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": queue}, period=900, stat="Maximum"
+        )
+    ]
+    assert props["Threshold"] == (QUEUE_RETENTION_DAYS - 2) * 86400
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert props["TreatMissingData"] == "notBreaching"
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from customlabels_batch.emulator.control_plane import ControlPlane
 from customlabels_batch.emulator.custom_labels import ModelBehaviour
 from customlabels_batch.emulator.pipeline import EmulatedPipeline, EmulationOptions, Upload, emulated_config
 from customlabels_batch.settings import STATE_MACHINE_ASL
@@ -62,8 +63,16 @@ def _image() -> bytes:
     return buffer.getvalue()
 
 
-def run_one(scenario: Scenario, policy: str, time_scale: float = math.inf) -> dict:
+def run_one(
+    scenario: Scenario,
+    policy: str,
+    time_scale: float = math.inf,
+    mapping_transition_seconds: float | None = None,
+) -> dict:
     """One scenario under one policy ("pipeline" or "reference"), in this process."""
+    control = ControlPlane()
+    if mapping_transition_seconds is not None:
+        control.mapping_transition_seconds = mapping_transition_seconds
     # Powertools warns on every invocation without metrics (the S3 test event's); noise here.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     config = emulated_config(CONTEXT)
@@ -76,6 +85,7 @@ def run_one(scenario: Scenario, policy: str, time_scale: float = math.inf) -> di
         processor_log=open(os.devnull, "w"),  # noqa: SIM115 - closed with the process
         status_change_rule=policy == "pipeline",  # the reference deploys no clean-up rule
         max_emulated_seconds=3 * 24 * 3600,
+        control=control,
     )
     body = _image()
     poison = round(scenario.images * scenario.poison_share)
@@ -156,14 +166,14 @@ def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
     }
 
 
-def _run_all(scenarios: list[Scenario], jobs: int) -> list[dict]:
+def _run_all(scenarios: list[Scenario], jobs: int, transition: float | None = None) -> list[dict]:
     work = [(s, policy) for s in scenarios for policy in ("pipeline", "reference")]
     # Largest first, so the long runs overlap with the many short ones.
     work.sort(key=lambda item: -(item[0].images + item[0].trickle_images))
     if jobs <= 1:
-        return [run_one(s, p) for s, p in work]
+        return [run_one(s, p, mapping_transition_seconds=transition) for s, p in work]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_one, s, p) for s, p in work]
+        futures = [pool.submit(run_one, s, p, math.inf, transition) for s, p in work]
         return [f.result() for f in futures]
 
 
@@ -265,11 +275,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="one tiny scenario (what `make test` runs)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
+    parser.add_argument(
+        "--mapping-transition-seconds",
+        type=float,
+        default=None,
+        help="how long the mapping stays Enabling/Disabling (AWS gives no figure; default: the "
+        f"emulator's {ControlPlane().mapping_transition_seconds:g} s)",
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
     scenarios = SMOKE if args.smoke else SCENARIOS
-    rows = _run_all(scenarios, args.jobs)
+    rows = _run_all(scenarios, args.jobs, args.mapping_transition_seconds)
     order = {s.name: i for i, s in enumerate(scenarios)}
     rows.sort(key=lambda r: (order[r["scenario"]], r["policy"]))
     check = time_scale_check(scenarios[0] if args.smoke else Scenario("100 images, start 5 min", 100, 5))
@@ -296,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         "wallSeconds": round(elapsed, 1),
         "pricePerInferenceUnitHour": config.usd_per_inference_unit_hour,
         "tpsPerInferenceUnit": TPS_PER_IU,
+        "mappingTransitionSeconds": (
+            ControlPlane().mapping_transition_seconds
+            if args.mapping_transition_seconds is None
+            else args.mapping_transition_seconds
+        ),
         "scenarios": [asdict(s) for s in scenarios],
         "runs": rows,
         "targets": checks,
