@@ -262,6 +262,10 @@ FAULT_ENDS = {
 }
 
 
+# A clean-up that cannot succeed retries for its whole timeout: a short one keeps those tests quick.
+SHORT_CLEAN_UP = {"cleanUpTimeoutSeconds": 120}
+
+
 def test_every_fault_has_an_expected_end():
     assert FAULT_ENDS.keys() == FAULTS.keys()
 
@@ -269,8 +273,9 @@ def test_every_fault_has_an_expected_end():
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_every_fault_ends_safe_named_and_with_nothing_lost(fault):
     status, outcome, images = FAULT_ENDS[fault]
-    report = _run(images, faults=[fault])
-    config = emulated_config()
+    overrides = SHORT_CLEAN_UP if fault == "stop-denied" else {}
+    report = _run(images, faults=[fault], overrides=overrides)
+    config = emulated_config(overrides)
     # Model off (stop-denied: it cannot be), mapping Disabled, every image a result, an error
     # record, queued or in the DLQ.
     _assert_safe_end(report, model_may_run=fault == "stop-denied")
@@ -370,7 +375,7 @@ def test_an_unstartable_model_is_reported_once_and_its_queue_kept():
 
 
 def test_a_denied_stop_fails_loudly_naming_what_is_still_on():
-    report = _run(4, faults=["stop-denied"])
+    report = _run(4, faults=["stop-denied"], overrides=SHORT_CLEAN_UP)
     records = [item["record"] for item in report["runRecords"]]
     assert records and all(r["outcome"] == "FAILED" for r in records)
     for record in records:
@@ -430,7 +435,7 @@ def test_an_expired_model_is_reported_once_a_day_not_failed_every_hour():
     assert day_later["model"]["calls"].get("StartProjectVersion", 0) == 0
 
 
-@pytest.mark.parametrize("refused_seconds", [0, 900])
+@pytest.mark.parametrize("refused_seconds", [0, 1200])
 def test_a_starting_model_is_stopped_even_if_stop_is_refused_for_a_while(refused_seconds):
     """AWS allows stopping a STARTING model; if it refused for a while, the clean-up retries."""
     config = emulated_config({"modelStartTimeoutSeconds": 600})
