@@ -560,6 +560,9 @@ def _state_machine_derived(s: Settings) -> dict[str, Any]:
     return {
         "ModelVersionName": s.version_name,
         "MaxInferenceUnits": s.max_inference_units or 0,
+        # Enabling the mapping sizes its concurrency to the units the running model reports (someone
+        # may have started it with more); 0 keeps an explicit maxConcurrency as deployed.
+        "ConcurrencyPerInferenceUnit": 0 if s.max_concurrency else CONCURRENCY_PER_INFERENCE_UNIT,
         # The lease outlives the longest run these settings allow, so an expired lease can only
         # belong to a run that has ended.
         "LeaseSeconds": s.longest_run_seconds + LEASE_MARGIN_SECONDS,

@@ -86,6 +86,10 @@ def test_demo_with_own_images_manifest_fault_and_context(tmp_path, capsys):
     assert report["settings"]["config"]["drainPollSeconds"] == 45
     assert report["executions"][0]["status"] == "ABORTED"
     assert report["model"]["finalStatus"] == "STOPPED"
+    # The clean-up run's record says why it ran and what it turned off.
+    printed = capsys.readouterr().out
+    assert "  why: clean-up after run " in printed
+    assert "  turned off: mapping (was Enabled), model (was RUNNING)" in printed
     if (out / "results" / "sub" / "leaf.png.json").exists():
         labels = json.loads((out / "results" / "sub" / "leaf.png.json").read_text())["customLabels"]
         assert labels == [{"Name": "leaf", "Confidence": 90.0}]

@@ -477,6 +477,14 @@ def test_a_model_started_by_someone_else_is_used_and_recorded_with_its_units():
     )
     assert report["model"]["calls"].get("StartProjectVersion", 0) == 0
     assert record["estimatedCostUsd"] == pytest.approx(record["modelRunningMinutes"] / 60 * 4 * 4.0, abs=1e-3)
+    # Paced for the units it has: three processors per unit, each at its share of one unit.
+    assert report["mapping"]["maximumConcurrency"] == 12
+    assert report["model"]["calls"].get("Throttled", 0) == 0
+
+
+def test_an_explicit_max_concurrency_is_kept_whatever_the_units():
+    report = _run(12, faults=["model-started-externally"], overrides={"maxConcurrency": 5})
+    assert report["mapping"]["maximumConcurrency"] == 5
 
 
 def test_throttling_storm_retries_without_losing_images():

@@ -261,6 +261,13 @@ def _summarise(report: dict, out: Path, gallery: Path, say: _Printer) -> None:
             f"{_count(record['errorRecords'])} error records, "
             f"{_count(record['deadLetterQueueMessages'])} in the DLQ"
         )
+        for label, value in (
+            ("why", record.get("reason")),
+            ("turned off", ", ".join(record.get("turnedOff") or [])),
+            ("STILL ON", ", ".join(record.get("stillOn") or [])),
+        ):
+            if value:
+                lines.append(f"  {label}: {value}")
     for line in lines:
         say(line, force=True)
 

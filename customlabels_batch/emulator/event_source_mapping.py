@@ -84,14 +84,23 @@ class EventSourceMappingEmulator:
         self._stats_lock = threading.Lock()
 
     def start(self) -> None:
-        for index in range(self.max_concurrency):
+        self.ensure_pollers()
+
+    def ensure_pollers(self) -> None:
+        """One poller per batch the mapping may run at once: MaximumConcurrency as deployed, and as
+        UpdateEventSourceMapping later sets it (a run sizes it to the units the model reports)."""
+        for index in range(len(self._threads), max(self.max_concurrency, self._allowed())):
             actor = self.clock.new_actor()
             handler = self.handler_factory(index)
             thread = threading.Thread(
-                target=self._run, args=(actor, handler), name=f"esm-poller-{index}", daemon=True
+                target=self._run, args=(actor, handler, index), name=f"esm-poller-{index}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
+
+    def _allowed(self) -> int:
+        scaling = self._moto_mapping().scaling_config or {}
+        return int(scaling.get("MaximumConcurrency") or self.max_concurrency)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -145,12 +154,16 @@ class EventSourceMappingEmulator:
         with self._stats_lock:
             self.stats[name] += amount
 
-    def _run(self, actor: int, handler: Callable[[dict, object], dict]) -> None:
+    def _run(self, actor: int, handler: Callable[[dict, object], dict], index: int) -> None:
         self.clock.bind(actor)
+
+        def polling() -> bool:
+            return self._polling() and index < self._allowed()
+
         try:
             while not self._stopping.is_set():
-                if not self._polling():
-                    self._wait_while(lambda: not self._polling())
+                if not polling():
+                    self._wait_while(lambda: not polling())
                     continue
                 messages = self._receive()
                 if not messages:

@@ -438,6 +438,7 @@ class EmulatedPipeline:
                     on_tick(self)
                 if self.mapping.fatal:
                     raise RuntimeError(f"an emulated event-source-mapping poller died:\n{self.mapping.fatal}")
+                self.mapping.ensure_pollers()
                 state = self.mapping_state()
                 if self._enabled_at is None and state == "Enabled":
                     self._enabled_at = now
@@ -672,7 +673,12 @@ class EmulatedPipeline:
                 "estimatedCostUsd": round(billed_minutes / 60 * config.usd_per_inference_unit_hour, 4),
                 "calls": dict(self.model.calls),
             },
-            "mapping": {"finalState": self.mapping_state()},
+            "mapping": {
+                "finalState": self.mapping_state(),
+                "maximumConcurrency": self.lam.get_event_source_mapping(UUID=self.mapping_uuid)
+                .get("ScalingConfig", {})
+                .get("MaximumConcurrency"),
+            },
             "processor": dict(self.mapping.stats) | {"pollerErrors": self.mapping.errors[:20]},
             "durations": {
                 "emulatedSeconds": round(emulated_seconds, 3),
