@@ -358,37 +358,32 @@ class EmulatedModel:
                 raise ModelError("ResourceInUseException", f"The model is {status}; it cannot be deleted.")
             self._deleted = True
 
+    def _running_periods(self, now: float) -> list[tuple[float, float]]:
+        """[from, to) of every stretch spent RUNNING up to now (call with the lock held)."""
+        periods, since = [], None
+        for when, status in self._timeline:
+            if when > now:
+                break
+            if status == "RUNNING" and since is None:
+                since = when
+            elif status != "RUNNING" and since is not None:
+                periods.append((since, when))
+                since = None
+        if since is not None:
+            periods.append((since, now))
+        return periods
+
     def running_seconds(self) -> float:
         """Emulated seconds spent RUNNING so far: what Custom Labels bills."""
         now = self.clock.now()
         with self._lock:
-            total, since = 0.0, None
-            for when, status in self._timeline:
-                if when > now:
-                    break
-                if status == "RUNNING" and since is None:
-                    since = when
-                elif status != "RUNNING" and since is not None:
-                    total, since = total + when - since, None
-            if since is not None:
-                total += now - since
-            return total
+            return sum(end - start for start, end in self._running_periods(now))
 
     def longest_idle_running_seconds(self) -> float:
         """The longest stretch the model spent RUNNING (billed) without answering a single call."""
         now = self.clock.now()
         with self._lock:
-            periods, since = [], None
-            for when, status in self._timeline:
-                if when > now:
-                    break
-                if status == "RUNNING" and since is None:
-                    since = when
-                elif status != "RUNNING" and since is not None:
-                    periods.append((since, when))
-                    since = None
-            if since is not None:
-                periods.append((since, now))
+            periods = self._running_periods(now)
             answers = sorted(self._answered_at)
         longest = 0.0
         for start, end in periods:

@@ -84,6 +84,8 @@ def _aws_sdk_tasks() -> list[Any]:
 
     def _eval_service_task(self, env, *args, **kwargs):
         original_eval(self, env, *args, **kwargs)
+        if not env.stack:  # the execution was stopped during the call: nothing to hand over
+            return
         response = env.stack.pop()
         output_shape = shape(self._get_boto_service_name(), self.resource.api_action, "output_shape")
         if output_shape is not None and isinstance(response, dict):
