@@ -100,3 +100,59 @@ def test_demo_with_own_images_manifest_fault_and_context(tmp_path, capsys):
 def test_demo_reports_a_missing_definition_clearly(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "o"), "--definition", str(tmp_path / "nope.json")]) == 2
     assert "no state machine definition" in capsys.readouterr().err
+
+
+def test_replayed_malformed_messages_each_end_as_one_error_record_without_a_model_call(tmp_path, capsys):
+    images = tmp_path / "mine"
+    images.mkdir()
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), (10, 200, 10)).save(buffer, "PNG")
+    (images / "leaf.png").write_bytes(buffer.getvalue())
+
+    def record(bucket="${bucket}", **obj):
+        return {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": obj}}
+
+    unusable = [
+        "this is not json {",
+        "this is not json {",  # a duplicate delivery: each message gets its record
+        json.dumps({"hello": "world"}),
+        json.dumps({"Records": [{"eventName": "ObjectCreated:Put"}]}),
+        json.dumps({"Records": [record(key=12345)]}),
+        json.dumps({"Records": [record(key=None)]}),
+        json.dumps({"Records": [record(key="incoming/leaf.png", size="10")]}),
+        json.dumps({"Records": [record(bucket="someone-else", key="incoming/leaf.png")]}),
+    ]
+    long_key = "incoming/" + "x" * 1011 + ".jpg"  # 1,024 bytes: its result key could not exist
+    replayed = [
+        *unusable,
+        json.dumps({"Records": [record(key=long_key)]}),
+        json.dumps({"Event": "s3:TestEvent"}),
+    ]
+    messages = tmp_path / "messages.jsonl"
+    messages.write_text("\n".join(replayed) + "\n")
+    out = tmp_path / "out"
+    main(
+        [
+            "demo",
+            "--images",
+            str(images),
+            "--messages",
+            str(messages),
+            "--out",
+            str(out),
+            "--time-scale",
+            "0",
+            "--quiet",
+        ]
+    )
+
+    report = json.loads((out / "run-report.json").read_text())
+    message_errors = list((out / "errors" / "_messages").glob("*.json"))
+    assert len(message_errors) == len(unusable)
+    assert {json.loads(p.read_text())["errorCode"] for p in message_errors} == {"NotAnS3Notification"}
+    [long_key_error] = (out / "errors" / "_long-keys").glob("*.json")
+    assert json.loads(long_key_error.read_text())["errorCode"] == "KeyTooLong"
+    # Only the one real image was sent to the model; nothing went to the DLQ.
+    assert report["model"]["calls"]["DetectCustomLabels"] == 1
+    assert report["deadLetterQueue"]["visible"] == 0
+    assert report["queue"] == {"visible": 0, "inFlight": 0, "delayed": 0}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -62,6 +63,10 @@ class FakeLambdaContext:
     memory_limit_in_mb: int = 256
     invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:customlabels-processor"
     aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    remaining_millis: int = 60_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_millis
 
 
 class RekognitionStub:
@@ -159,8 +164,8 @@ def deliver(aws: Aws, *bodies: str, source_arn: str = QUEUE_ARN) -> dict[str, An
     return {"Records": records}
 
 
-def invoke(event: dict[str, Any]) -> dict[str, Any]:
-    return app.lambda_handler(event, FakeLambdaContext())
+def invoke(event: dict[str, Any], *, remaining_millis: int = 60_000) -> dict[str, Any]:
+    return app.lambda_handler(event, FakeLambdaContext(remaining_millis=remaining_millis))
 
 
 def stored(aws: Aws) -> dict[str, Any]:
@@ -411,7 +416,6 @@ def test_extensions_are_accepted_in_any_letter_case(aws, rekognition):
             "incoming/2024/06/field 7/img.jpeg",
             "results/2024/06/field 7/img.jpeg.json",
         ),
-        ("elsewhere/x.jpg", "elsewhere/x.jpg", "results/elsewhere/x.jpg.json"),
     ],
 )
 def test_encoded_keys_are_decoded_and_mirrored_under_results(aws, rekognition, event_key, key, result_key):
@@ -457,7 +461,7 @@ def test_non_creation_events_are_skipped(aws, rekognition):
     assert stored(aws) == {}
 
 
-INCOMPLETE_RECORD = "A record of the message body lacks eventName, bucket name or object key."
+INCOMPLETE_RECORD = "Record 0 lacks eventName, bucket name or object key."
 
 
 @pytest.mark.parametrize(
@@ -466,6 +470,40 @@ INCOMPLETE_RECORD = "A record of the message body lacks eventName, bucket name o
         ("this is not json {", "The message body is not JSON."),
         ('{"hello": "world"}', "The message body is JSON but has no S3 event Records."),
         ('{"Records": [{"eventName": "ObjectCreated:Put"}]}', INCOMPLETE_RECORD),
+        ('{"Records": "none"}', "The message body is JSON but has no S3 event Records."),
+        ('{"Records": [42]}', INCOMPLETE_RECORD),
+        (
+            notification(
+                s3_record("incoming/a.jpg") | {"s3": {"bucket": {"name": BUCKET}, "object": {"key": 12345}}}
+            ),
+            "Record 0: eventName, bucket name and object key must be strings.",
+        ),
+        (
+            notification(
+                s3_record("incoming/a.jpg") | {"s3": {"bucket": {"name": BUCKET}, "object": {"key": None}}}
+            ),
+            "Record 0: eventName, bucket name and object key must be strings.",
+        ),
+        (
+            notification(
+                s3_record("incoming/a.jpg")
+                | {"s3": {"bucket": {"name": BUCKET}, "object": {"key": "incoming/a.jpg", "size": "10"}}}
+            ),
+            "Record 0: object size '10' is not a number of bytes.",
+        ),
+        (
+            notification(
+                s3_record("incoming/a.jpg")
+                | {"s3": {"bucket": {"name": "someone-else"}, "object": {"key": "incoming/a.jpg"}}}
+            ),
+            f"Record 0 names s3://someone-else/incoming/a.jpg, which is not under this pipeline's "
+            f"s3://{BUCKET}/incoming/; it was not labeled.",
+        ),
+        (
+            notification(s3_record("elsewhere/x.jpg")),
+            f"Record 0 names s3://{BUCKET}/elsewhere/x.jpg, which is not under this pipeline's "
+            f"s3://{BUCKET}/incoming/; it was not labeled.",
+        ),
     ],
 )
 def test_unreadable_message_is_recorded_with_its_raw_body_and_not_retried(aws, rekognition, body, reason):
@@ -573,6 +611,27 @@ def test_missing_event_size_is_read_from_the_object(aws, rekognition):
     assert outputs["errors/vanished.jpg.json"]["source"]["size"] is None
 
 
+def test_a_folder_marker_is_skipped(aws, rekognition):
+    assert invoke(deliver(aws, notification(s3_record("incoming/photos/", size=0)))) == NO_FAILURES
+    assert rekognition.calls == []
+    assert stored(aws) == {}
+
+
+def test_an_image_whose_result_key_would_exceed_1024_bytes_gets_an_error_record_that_fits(aws, rekognition):
+    key = "incoming/" + "é" * 505 + ".jpg"  # 1,023 bytes: the result key would be 1,027
+    assert len(key.encode()) <= 1024
+    assert invoke(deliver(aws, notification(s3_record(urllib.parse.quote_plus(key))))) == NO_FAILURES
+    assert rekognition.calls == []
+    [(error_key, record)] = stored(aws).items()
+    assert error_key.startswith("errors/_long-keys/") and len(error_key.encode()) <= 1024
+    assert (record["errorCode"], record["source"]["key"]) == ("KeyTooLong", key)
+
+
+def test_the_retry_path_uses_the_partitions_endpoint():
+    client = boto3.client("sqs", region_name="cn-north-1")
+    assert client.meta.endpoint_url == "https://sqs.cn-north-1.amazonaws.com.cn"
+
+
 def test_pipeline_output_is_never_labeled(aws, rekognition):
     event = deliver(aws, notification(s3_record("results/a.jpg"), s3_record("errors/b.png")))
 
@@ -637,7 +696,9 @@ def test_retry_delay_doubles_per_delivery_up_to_five_minutes():
 def test_calls_are_paced_at_this_environments_share_of_model_capacity(aws, rekognition, pauses, monkeypatch):
     # 1 IU x 4 TPS shared by 2 environments: at most 2 calls a second from this one.
     set_processor_env(monkeypatch, model_tps_per_inference_unit=4, max_concurrency=2)
-    now = iter([100.0, 100.1, 100.9])
+    # Each message: the time budget looks at the clock, then the pacer does (the budget first at the
+    # invocation's start).
+    now = iter([100.0, 100.0, 100.0, 100.1, 100.1, 100.9, 100.9])
     monkeypatch.setattr(app.time, "monotonic", lambda: next(now))
     for key in ("incoming/a.jpg", "incoming/b.jpg", "incoming/c.jpg"):
         rekognition.returns(key, [])
@@ -683,3 +744,23 @@ def test_a_failed_progress_count_does_not_fail_the_batch(aws, rekognition, monke
     assert invoke(deliver(aws, notification(s3_record("incoming/a.jpg")))) == NO_FAILURES
     assert _progress() is None
     assert "results/a.jpg.json" in stored(aws)
+
+
+def test_an_invocation_near_its_timeout_starts_no_new_work_and_returns_it(aws, rekognition):
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")), notification(s3_record("incoming/b.jpg")))
+    # Less time left than the safety margin: nothing is called, both messages go back to the queue.
+    response = invoke(event, remaining_millis=int(app.TIME_MARGIN_SECONDS * 1000) - 1)
+    assert response == failures(*(r["messageId"] for r in event["Records"]))
+    assert rekognition.calls == []
+    assert stored(aws) == {}
+
+
+def test_throttle_retries_stop_at_the_time_budget(aws, rekognition, monkeypatch):
+    rekognition.fails("incoming/a.jpg", "ProvisionedThroughputExceededException", times=1)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+    clock = iter(range(0, 10_000, 40))  # every look at the clock is 40 s later
+    monkeypatch.setattr(app, "time", SimpleNamespace(sleep=lambda _: None, monotonic=lambda: next(clock)))
+    response = invoke(event, remaining_millis=60_000)
+    # One call, then the budget (60 s less the margin) is gone: no second attempt.
+    assert response == failures(event["Records"][0]["messageId"])
+    assert len(rekognition.calls) == 1

@@ -45,6 +45,12 @@ def add_command(subparsers) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("demo-output"), help="output folder (default: %(default)s)"
     )
+    parser.add_argument(
+        "--messages",
+        type=Path,
+        help="a JSON Lines file: each line a message body sent to the queue as is (a captured S3 "
+        "notification, a hand-written test body); ${bucket} in a line names the emulated bucket",
+    )
     parser.add_argument("--model-start-seconds", type=float, default=600.0, help="emulated model start time")
     parser.add_argument("--model-stop-seconds", type=float, default=60.0, help="emulated model stop time")
     parser.add_argument("--tps-per-iu", type=float, default=5.0, help="model capacity per inference unit")
@@ -95,6 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     out: Path = args.out
     with tempfile.TemporaryDirectory() as scratch:
         images_dir, annotations, expected = _inputs(args, Path(scratch))
+        messages = _messages(args.messages) if args.messages else []
         uploads = [
             Upload(path.relative_to(images_dir).as_posix(), path.read_bytes())
             for path in sorted(images_dir.rglob("*"))
@@ -127,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
             )
             with EmulatedPipeline(config, options) as pipeline:
                 pipeline.upload(uploads)
+                pipeline.send_messages([body.replace("${bucket}", pipeline.bucket) for body in messages])
                 progress = _Progress(pipeline, say, total=len(uploads))
                 progress.start()
                 try:
@@ -153,6 +161,12 @@ def _parse_context(item: str) -> tuple[str, str]:
     if not sep or not key:
         raise DemoInputError(f"-c takes KEY=VALUE, got {item!r}")
     return key, value
+
+
+def _messages(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"--messages {path} is not a file")
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _is_manifest(path: Path) -> bool:

@@ -399,6 +399,12 @@ class EmulatedPipeline:
             keys.append(key)
         return keys
 
+    def send_messages(self, bodies: Iterable[str]) -> None:
+        """Message bodies straight into the queue, as any producer could send them."""
+        for body in bodies:
+            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
+            self.events.append((self.clock.now(), "message sent to the queue"))
+
     def upload_when(self, condition: Callable[[EmulatedPipeline], bool], uploads: list[Upload]) -> None:
         """Upload during the run, at the first driver tick where condition(self) holds."""
         self._scheduled_uploads.append((condition, uploads))

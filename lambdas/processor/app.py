@@ -4,7 +4,9 @@ Custom Labels and writes one JSON result (or one error record) per image."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import math
 import random
 import time
 import urllib.parse
@@ -16,7 +18,7 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
@@ -34,6 +36,7 @@ THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "Throttlin
 THROTTLE_ATTEMPTS = 25
 THROTTLE_PAUSE_SECONDS = (0.02, 0.1)  # jittered so concurrent environments don't retry in step
 MAX_IMAGE_BYTES = 15 * 1024 * 1024  # DetectCustomLabels' limit for S3 objects
+MAX_KEY_BYTES = 1024  # S3's limit on an object key (UTF-8)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Retrying these cannot help: the image itself is unusable.
 PERMANENT_IMAGE_ERRORS = {
@@ -117,8 +120,34 @@ class ImageRef:
         return {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size}
 
 
+# An invocation stops starting work this long before its timeout: what is left goes back to the
+# queue as batch item failures instead of being cut off mid-write by the timeout.
+TIME_MARGIN_SECONDS = 10.0
+
+
+class TimeBudget:
+    """How long this invocation may still start work (on the monotonic clock)."""
+
+    def __init__(self) -> None:
+        self.until = math.inf
+
+    def start(self, context: LambdaContext) -> None:
+        self.until = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - TIME_MARGIN_SECONDS
+
+    def left(self) -> bool:
+        return time.monotonic() < self.until
+
+    def check(self, what: str) -> None:
+        if not self.left():
+            raise TransientImageError(f"Out of time before {what}: left for the next delivery.")
+
+
+budget = TimeBudget()
+
+
 def record_handler(record: SQSRecord) -> None:
     try:
+        budget.check("this message")
         _process_message(record)
     except Exception as error:
         if isinstance(error, TransientImageError):
@@ -134,6 +163,7 @@ def record_handler(record: SQSRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    budget.start(context)
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
@@ -175,7 +205,10 @@ def _process_message(record: SQSRecord) -> None:
 
 
 def _parse_notification(body: str) -> list[ImageRef] | None:
-    """Images created according to the notification; None for the s3:TestEvent message."""
+    """Images created according to the notification; None for the s3:TestEvent message. Whatever
+    the body's shape, anything unreadable is a NotAnS3NotificationError (an error record), and a
+    record naming another bucket or a key outside the input prefix is refused the same way: only
+    the pipeline's own uploads are labeled, and nothing else may overwrite their results."""
     try:
         notification = json.loads(body)
     except ValueError:
@@ -186,29 +219,59 @@ def _parse_notification(body: str) -> list[ImageRef] | None:
     if not isinstance(records, list) or not records:
         raise NotAnS3NotificationError("The message body is JSON but has no S3 event Records.")
     images: list[ImageRef] = []
-    for s3_record in S3Event(notification).records:
-        try:
-            event_name = s3_record.event_name
-            bucket = s3_record.s3.bucket.name
-            obj = s3_record.s3.get_object
-            key = urllib.parse.unquote_plus(obj.key)
-        except (KeyError, TypeError):
-            raise NotAnS3NotificationError(
-                "A record of the message body lacks eventName, bucket name or object key."
-            ) from None
-        if not str(event_name).startswith("ObjectCreated"):
-            logger.info("Skipped non-creation S3 event", key=key, eventName=event_name)
-            continue
-        images.append(ImageRef(bucket=bucket, key=key, etag=obj.get("eTag"), size=obj.get("size")))
+    for index, s3_record in enumerate(records):
+        image = _image_of(s3_record, index)
+        if image is not None:
+            images.append(image)
     return images
 
 
-def _process_image(image: ImageRef, message_id: str) -> None:
-    if image.key.startswith((SETTINGS.results_prefix, SETTINGS.errors_prefix)):
-        # Our own output: labeling it would loop forever if notifications cover the whole bucket.
-        logger.warning("Skipped pipeline output object", key=image.key)
-        return
+def _image_of(s3_record: Any, index: int) -> ImageRef | None:
+    """One record's image, or None for an event that creates nothing to label."""
+    where = f"Record {index}"
     try:
+        record = S3EventRecord(s3_record)
+        event_name = record.event_name
+        bucket = record.s3.bucket.name
+        obj = record.s3.get_object
+        raw_key, etag, size = obj.key, obj.get("eTag"), obj.get("size")
+    except (AttributeError, KeyError, TypeError):
+        raise NotAnS3NotificationError(f"{where} lacks eventName, bucket name or object key.") from None
+    if not isinstance(event_name, str) or not isinstance(bucket, str) or not isinstance(raw_key, str):
+        raise NotAnS3NotificationError(f"{where}: eventName, bucket name and object key must be strings.")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise NotAnS3NotificationError(f"{where}: object size {size!r} is not a number of bytes.")
+    if etag is not None and not isinstance(etag, str):
+        raise NotAnS3NotificationError(f"{where}: eTag {etag!r} is not a string.")
+    key = urllib.parse.unquote_plus(raw_key)
+    if not event_name.startswith("ObjectCreated"):
+        logger.info("Skipped non-creation S3 event", key=key, eventName=event_name)
+        return None
+    if bucket == SETTINGS.bucket and key.startswith((SETTINGS.results_prefix, SETTINGS.errors_prefix)):
+        # Our own output (notifications that cover the whole bucket): an error record for it would
+        # be output too, and notify again, for ever.
+        logger.warning("Skipped pipeline output object", key=key)
+        return None
+    if bucket != SETTINGS.bucket or not key.startswith(SETTINGS.input_prefix):
+        raise NotAnS3NotificationError(
+            f"{where} names s3://{bucket}/{key}, which is not under this pipeline's "
+            f"s3://{SETTINGS.bucket}/{SETTINGS.input_prefix}; it was not labeled."
+        )
+    if key.endswith("/"):
+        # The console's "create folder" writes a zero-byte key ending in "/": not an upload.
+        logger.info("Skipped folder marker", key=key)
+        return None
+    return ImageRef(bucket=bucket, key=key, etag=etag, size=size)
+
+
+def _process_image(image: ImageRef, message_id: str) -> None:
+    try:
+        if not fits(output_key(image.key, SETTINGS.results_prefix, SETTINGS.input_prefix)):
+            raise PermanentImageError(
+                "KeyTooLong",
+                f"The result key for this image would exceed S3's {MAX_KEY_BYTES}-byte limit; "
+                "rename the image with a shorter key.",
+            )
         if not image.key.lower().endswith(IMAGE_SUFFIXES):
             raise PermanentImageError(
                 "UnsupportedFileType", "The object is not a JPEG or PNG image (.jpg, .jpeg or .png)."
@@ -270,7 +333,7 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
             code = _error_code(error)
             if code in PERMANENT_IMAGE_ERRORS:
                 raise PermanentImageError(code, PERMANENT_IMAGE_ERRORS[code]) from None
-            if code in THROTTLE_CODES and attempt < THROTTLE_ATTEMPTS:
+            if code in THROTTLE_CODES and attempt < THROTTLE_ATTEMPTS and budget.left():
                 # The model's capacity is fully used: a slot frees within a second, so retry
                 # soon instead of backing off for seconds and leaving paid capacity idle.
                 time.sleep(random.uniform(*THROTTLE_PAUSE_SECONDS))
@@ -318,6 +381,16 @@ def output_key(key: str, prefix: str, input_prefix: str) -> str:
     return f"{prefix}{relative}.json"
 
 
+def fits(key: str) -> bool:
+    return len(key.encode("utf-8")) <= MAX_KEY_BYTES
+
+
+def long_key_error_key(key: str) -> str:
+    """Where the error record of an image whose mirrored keys would not fit goes: named by a hash
+    of its key (the record inside names the key)."""
+    return f"{SETTINGS.errors_prefix}_long-keys/{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
+
+
 def _write_image_error(image: ImageRef, message_id: str, error: PermanentImageError) -> None:
     record = {
         "source": image.source(),
@@ -327,6 +400,8 @@ def _write_image_error(image: ImageRef, message_id: str, error: PermanentImageEr
         "recordedAt": _utc_now(),
     }
     error_key = output_key(image.key, SETTINGS.errors_prefix, SETTINGS.input_prefix)
+    if not fits(error_key):
+        error_key = long_key_error_key(image.key)
     _put_json(SETTINGS.bucket, error_key, record)
     metrics.add_metric(name="ErrorRecords", unit=MetricUnit.Count, value=1)
     logger.warning("Recorded unusable image", key=image.key, errorCode=error.error_code, errorKey=error_key)
@@ -370,8 +445,10 @@ def _retry_soon(record: SQSRecord, base_seconds: int) -> None:
     delay_seconds = retry_delay(base_seconds, int(record.attributes.approximate_receive_count or 1))
     try:
         _, _, _, region, account, queue_name = record.event_source_arn.split(":")
-        sqs_client(region).change_message_visibility(
-            QueueUrl=f"https://sqs.{region}.amazonaws.com/{account}/{queue_name}",
+        client = sqs_client(region)
+        # The client's endpoint carries the partition's DNS suffix (amazonaws.com.cn, ...).
+        client.change_message_visibility(
+            QueueUrl=f"{client.meta.endpoint_url}/{account}/{queue_name}",
             ReceiptHandle=record.receipt_handle,
             VisibilityTimeout=delay_seconds,
         )
