@@ -40,7 +40,7 @@ WIDGET_HEIGHT = 6
 
 
 class Monitoring(Construct):
-    """Dashboard (queues, processor, model, cost, runs) and, unless disabled, five alarms on the topic."""
+    """Dashboard (queues, processor, model, cost, runs) and, unless disabled, six alarms on the topic."""
 
     def __init__(
         self,
@@ -62,6 +62,12 @@ class Monitoring(Construct):
         # ---- metrics ------------------------------------------------------------------------
         self.dlq_visible = dead_letter_queue.metric_approximate_number_of_messages_visible(
             label="Dead-letter queue (visible)", period=DLQ_ALARM_PERIOD, statistic=cw.Stats.MAXIMUM
+        )
+        trigger_dlq = orchestration.trigger_dead_letter_queue
+        self.trigger_dlq_visible = trigger_dlq.metric_approximate_number_of_messages_visible(
+            label="Runs never started (trigger DLQ, visible)",
+            period=DLQ_ALARM_PERIOD,
+            statistic=cw.Stats.MAXIMUM,
         )
 
         def processor_metric(name: str, label: str) -> cw.Metric:
@@ -105,6 +111,7 @@ class Monitoring(Construct):
                     queue.metric_approximate_number_of_messages_visible(label="Queued (visible)"),
                     queue.metric_approximate_number_of_messages_not_visible(label="In flight"),
                     self.dlq_visible,
+                    self.trigger_dlq_visible,
                 ],
                 right=[self.oldest_queued],
             ),
@@ -114,6 +121,7 @@ class Monitoring(Construct):
                     processor_metric("ImagesLabeled", "Images labeled"),
                     self.error_records,
                     processor_metric("TransientFailures", "Transient failures (retried)"),
+                    processor_metric("PipelineMisconfigured", "Refused: writes or model access denied"),
                 ],
             ),
             _graph("Labels found", [processor_metric("LabelsFound", "Labels found")]),
@@ -175,6 +183,21 @@ class Monitoring(Construct):
             alarm_description="Messages are in the dead-letter queue: images that failed every delivery. "
             f"Check the processor's logs, then move them back with `{CLI_NAME} redrive`.",
             metric=self.dlq_visible,
+            threshold=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
+        # EventBridge puts an event here once it has given up starting the state machine for it.
+        self.trigger_dead_letter_alarm = cw.Alarm(
+            self,
+            "TriggerDlqAlarm",
+            alarm_description="A scheduled or clean-up run was never started: EventBridge could not start "
+            "the state machine and put the event in the trigger dead-letter queue (its ERROR_CODE and "
+            "RULE_ARN attributes say why and which rule). A missed clean-up may have left the model on: "
+            f"check `{CLI_NAME} status`.",
+            metric=self.trigger_dlq_visible,
             threshold=1,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             evaluation_periods=1,
@@ -251,6 +274,7 @@ class Monitoring(Construct):
 
         alarms = [
             self.dead_letter_alarm,
+            self.trigger_dead_letter_alarm,
             self.oldest_queued_alarm,
             self.model_in_service_alarm,
             self.executions_alarm,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -11,8 +11,9 @@ from constructs import Construct
 
 from customlabels_batch.settings import Settings
 
-# Services that publish to the topic on our behalf need the key to encrypt the message.
-_SERVICE_PUBLISHERS = ("events.amazonaws.com", "cloudwatch.amazonaws.com")
+# The one service that publishes to the topic on our behalf: CloudWatch, for the alarms' actions. (The
+# state machine publishes as its own role, granted through IAM; no EventBridge rule targets the topic.)
+ALARM_PUBLISHER = "cloudwatch.amazonaws.com"
 # AWS's documented key-policy actions for services publishing to an SSE-KMS topic.
 _SERVICE_KEY_ACTIONS = ("kms:GenerateDataKey*", "kms:Decrypt")
 
@@ -33,13 +34,27 @@ class Notifications(Construct):
             pending_window=Duration.days(7),
         )
         # The account root statement (CDK default) lets IAM policies grant the state machine role;
-        # service principals cannot be granted by IAM, so they are named here.
+        # a service principal cannot be granted by IAM, so CloudWatch is named here - on behalf of
+        # this account's alarms only (confused-deputy protection).
+        stack = Stack.of(self)
+        alarm_source = {
+            "StringEquals": {"aws:SourceAccount": stack.account},
+            "ArnLike": {
+                "aws:SourceArn": stack.format_arn(
+                    service="cloudwatch",
+                    resource="alarm",
+                    resource_name="*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            },
+        }
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
-                sid="AllowAwsServicesToPublishToTheEncryptedTopic",
-                principals=[iam.ServicePrincipal(service) for service in _SERVICE_PUBLISHERS],
+                sid="AllowCloudWatchAlarmsToPublishToTheEncryptedTopic",
+                principals=[iam.ServicePrincipal(ALARM_PUBLISHER)],
                 actions=list(_SERVICE_KEY_ACTIONS),
                 resources=["*"],  # in a key policy "*" means this key
+                conditions=alarm_source,
             )
         )
 
@@ -49,6 +64,17 @@ class Notifications(Construct):
             display_name="Custom Labels batch runs",
             master_key=self.key,
             enforce_ssl=True,
+        )
+        # The topic policy replaces SNS's default (account-wide) one, so CloudWatch needs its own Allow
+        # to publish the alarms' notifications; the state machine role is allowed by IAM.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal(ALARM_PUBLISHER)],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions=alarm_source,
+            )
         )
         if config.notification_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(config.notification_email))

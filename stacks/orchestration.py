@@ -1,12 +1,14 @@
-"""Orchestration: the batch-run state machine (from statemachine/batch_run.asl.json), its schedule, and the
-rule that cleans up after runs that failed, timed out or were aborted."""
+"""Orchestration: the batch-run state machine (from statemachine/batch_run.asl.json), its schedule, the
+rule that cleans up after runs that failed, timed out or were aborted, and the dead-letter queue that
+keeps the events either rule could not deliver."""
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -18,10 +20,20 @@ from stacks.processor import Processor
 from stacks.run_recorder import RunRecorder
 from stacks.run_state import RunState
 
+# SQS's maximum: an event that never started a run stays until someone has looked at it.
+TRIGGER_DEAD_LETTER_RETENTION = Duration.days(14)
+# EventBridge retries a failed StartExecution (throttling, a service error) with backoff until either
+# limit is reached, then puts the event in the dead-letter queue. Within an hour the next scheduled run
+# (hourly by default) is due anyway, and a clean-up that never ran is reported hours before the
+# model-in-service alarm would notice the model left on.
+TARGET_MAX_EVENT_AGE = Duration.hours(1)
+TARGET_RETRY_ATTEMPTS = 24
+
 
 class Orchestration(Construct):
-    """State machine + schedule rule + clean-up rule. The ASL is the single source of truth; the
-    definition body is inlined into the template so reviews and `cdk diff` show it."""
+    """State machine + schedule rule + clean-up rule, and their targets' dead-letter queue. The ASL is
+    the single source of truth; the definition body is inlined into the template so reviews and
+    `cdk diff` show it."""
 
     def __init__(
         self,
@@ -111,6 +123,31 @@ class Orchestration(Construct):
             )
         )
 
+        # Both rules' undeliverable events: a scheduled run that never started, or a clean-up that never
+        # ran (the model may have been left on). Each target adds its rule's aws:SourceArn-scoped
+        # sqs:SendMessage statement to the queue policy.
+        self.trigger_dead_letter_queue = sqs.Queue(
+            self,
+            "TriggerDlq",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=TRIGGER_DEAD_LETTER_RETENTION,
+            # It holds only events that failed to start a run: they mean nothing without the stack.
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        Validations.of(self.trigger_dead_letter_queue).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-SQS3",
+                reason="This queue is the dead-letter queue of both EventBridge rule targets (cdk-nag "
+                "only recognizes queue and Lambda DLQs); a dead-letter queue has no DLQ of its own.",
+            )
+        )
+        target_delivery = {
+            "dead_letter_queue": self.trigger_dead_letter_queue,
+            "max_event_age": TARGET_MAX_EVENT_AGE,
+            "retry_attempts": TARGET_RETRY_ATTEMPTS,
+        }
+
         self.schedule_rule = events.Rule(
             self,
             "ScheduleRule",
@@ -121,6 +158,7 @@ class Orchestration(Construct):
                 targets.SfnStateMachine(
                     self.state_machine,
                     input=events.RuleTargetInput.from_object({"trigger": "schedule"}),
+                    **target_delivery,
                 )
             ],
         )
@@ -149,6 +187,7 @@ class Orchestration(Construct):
                             }
                         }
                     ),
+                    **target_delivery,
                 )
             ],
         )

@@ -259,6 +259,8 @@ FAULT_ENDS = {
     "duplicate-trigger": ("SUCCEEDED", "SUCCEEDED", 12),
     "guard-lag": ("SUCCEEDED", "SUCCEEDED", 12),
     "model-started-externally": ("SUCCEEDED", "SUCCEEDED", 12),
+    "output-write-denied": ("FAILED", "STALLED", 12),
+    "model-access-denied": ("FAILED", "STALLED", 12),
 }
 
 
@@ -404,6 +406,17 @@ def test_a_run_aborted_while_enabling_is_cleaned_up_once_the_transition_ends():
     assert (aborted["status"], cleanup["status"]) == ("ABORTED", "SUCCEEDED")
     record = _only_record(report)
     assert record["turnedOff"] == ["mapping (was Enabled)", "model (was RUNNING)"]
+
+
+@pytest.mark.parametrize("fault", ["output-write-denied", "model-access-denied"])
+def test_a_misconfigured_pipeline_stops_paying_and_keeps_every_image_queued(fault):
+    """Denied writes or model access: at most one model call per image, the run stalls and stops the
+    model, and no message burns its receives on the way to the DLQ."""
+    report = _run(12, faults=[fault])
+    assert report["model"]["calls"].get("DetectCustomLabels", 0) <= 3  # one per execution environment
+    assert report["imagesByOutcome"] == {"queued": 12}
+    assert report["executions"][0]["error"] == "BatchRun.STALLED"
+    assert report["model"]["runningSeconds"] <= emulated_config().stall_seconds + 30
 
 
 def test_a_copied_model_is_startable():

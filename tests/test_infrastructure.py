@@ -234,7 +234,7 @@ def test_queue_visibility_is_at_least_six_times_the_function_timeout(synth):
 
 def test_queues_are_encrypted_tls_only_and_the_dlq_keeps_messages_longer(synth):
     queues = synth.of_type("AWS::SQS::Queue")
-    assert len(queues) == 2
+    assert len(queues) == 3
     retention = {
         queue_id: queue["Properties"]["MessageRetentionPeriod"] for queue_id, queue in queues.items()
     }
@@ -242,6 +242,8 @@ def test_queues_are_encrypted_tls_only_and_the_dlq_keeps_messages_longer(synth):
     assert retention[synth.logical_id("AWS::SQS::Queue", "ImageQueue")] == QUEUE_RETENTION_DAYS * 86400
     assert retention[synth.logical_id("AWS::SQS::Queue", "DeadLetterQueue")] == 14 * 86400
     assert QUEUE_RETENTION_DAYS < 14
+    # The rules' dead-letter queue keeps an undelivered event as long as SQS allows.
+    assert retention[synth.logical_id("AWS::SQS::Queue", "TriggerDlq")] == 14 * 86400
     for queue_id, queue in queues.items():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
         assert queue["DeletionPolicy"] == "Delete"
@@ -394,19 +396,70 @@ def test_code_asset_is_the_lambdas_directory_without_caches(synth):
 # ---- notifications ---------------------------------------------------------------------------
 
 
+ALARM_SOURCE = {
+    "StringEquals": {"aws:SourceAccount": ACCOUNT},
+    "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:*"},
+}
+
+
+def _service_statements(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for s in statements if isinstance(s.get("Principal"), dict) and "Service" in s["Principal"]]
+
+
+def _key_policy(synth: Synthesis) -> list[dict[str, Any]]:
+    _, key = synth.one("AWS::KMS::Key")
+    return key["Properties"]["KeyPolicy"]["Statement"]
+
+
+def _topic_policy(synth: Synthesis) -> list[dict[str, Any]]:
+    _, policy = synth.one("AWS::SNS::TopicPolicy")
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
 def test_topic_is_encrypted_with_a_rotating_customer_managed_key(synth):
     key_id, key = synth.one("AWS::KMS::Key")
     assert key["Properties"]["EnableKeyRotation"] is True
     _, topic = synth.one("AWS::SNS::Topic")
     assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
-    services = [
-        statement
-        for statement in key["Properties"]["KeyPolicy"]["Statement"]
-        if "Service" in statement.get("Principal", {})
-    ]
-    assert len(services) == 1
-    assert sorted(services[0]["Principal"]["Service"]) == ["cloudwatch.amazonaws.com", "events.amazonaws.com"]
-    assert sorted(services[0]["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    # CloudWatch (the alarms) is the one service that publishes: the state machine publishes as its
+    # role, through IAM, and no rule targets the topic (see the test below).
+    (service,) = _service_statements(_key_policy(synth))
+    assert service["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert sorted(service["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert service["Condition"] == ALARM_SOURCE
+
+
+def test_no_rule_targets_the_topic_so_eventbridge_needs_no_key_grant(synth):
+    topic_id, _ = synth.one("AWS::SNS::Topic")
+    rules = synth.of_type("AWS::Events::Rule")
+    assert len(rules) == 2
+    target_arns = [target["Arn"] for rule in rules.values() for target in rule["Properties"]["Targets"]]
+    assert {"Ref": topic_id} not in target_arns
+    for statement in _key_policy(synth) + _topic_policy(synth):
+        assert "events.amazonaws.com" not in json.dumps(statement.get("Principal", {}))
+
+
+def test_every_service_principal_in_the_key_and_topic_policies_is_bound_to_this_account(synth):
+    """Confused-deputy protection: a service may act only for this account's own resources."""
+    statements = _service_statements(_key_policy(synth)) + _service_statements(_topic_policy(synth))
+    assert len(statements) == 2
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        condition = statement["Condition"]
+        assert condition["StringEquals"]["aws:SourceAccount"] == ACCOUNT
+        (source_arn,) = [v["aws:SourceArn"] for k, v in condition.items() if k.startswith("Arn")]
+        assert source_arn.startswith(f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:")
+
+
+def test_alarms_may_publish_to_the_topic(synth):
+    """The topic policy replaces SNS's default account-wide one: without this Allow CloudWatch's
+    publish is refused ("no resource-based policy allows the SNS:Publish action")."""
+    topic_id, _ = synth.one("AWS::SNS::Topic")
+    (service,) = _service_statements(_topic_policy(synth))
+    assert service["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert service["Action"] == "sns:Publish"
+    assert service["Resource"] == {"Ref": topic_id}
+    assert service["Condition"] == ALARM_SOURCE
 
 
 def test_topic_refuses_publishing_without_tls(synth):
@@ -513,6 +566,36 @@ def test_cleanup_input_starts_with_the_excluded_prefix_and_reaches_the_cleanup_r
     # The run reads the request and goes straight to its clean-up phase.
     start = json.loads(STATE_MACHINE_ASL.read_text())["States"]["StartRun"]["Assign"]
     assert start["phase"] == "{% $states.input.cleanup ? 'cleanup' : 'start' %}"
+
+
+def test_both_rule_targets_retry_then_dead_letter_to_one_queue(synth):
+    dlq_id = synth.logical_id("AWS::SQS::Queue", "TriggerDlq")
+    for name in ("ScheduleRule", "CleanUpRule"):
+        rule_id = synth.logical_id("AWS::Events::Rule", name)
+        (target,) = synth.resources[rule_id]["Properties"]["Targets"]
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [dlq_id, "Arn"]}}, name
+        assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 24}, name
+
+
+def test_only_the_two_rules_may_send_to_the_trigger_dead_letter_queue(synth):
+    dlq_id = synth.logical_id("AWS::SQS::Queue", "TriggerDlq")
+    dlq = synth.resources[dlq_id]
+    assert dlq["Properties"]["SqsManagedSseEnabled"] is True
+    assert "RedrivePolicy" not in dlq["Properties"]
+    policies = synth.of_type("AWS::SQS::QueuePolicy").values()
+    (policy,) = [p for p in policies if p["Properties"]["Queues"] == [{"Ref": dlq_id}]]
+    allows = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    rule_arns = [
+        {"Fn::GetAtt": [synth.logical_id("AWS::Events::Rule", name), "Arn"]}
+        for name in ("ScheduleRule", "CleanUpRule")
+    ]
+    assert sorted(json.dumps(s["Condition"]) for s in allows) == sorted(
+        json.dumps({"ArnEquals": {"aws:SourceArn": arn}}) for arn in rule_arns
+    )
+    for statement in allows:
+        assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+        assert statement["Action"] == "sqs:SendMessage"
+        assert statement["Resource"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
 
 
 def test_the_run_lease_table_is_encrypted_on_demand_and_scoped(synth):
@@ -793,6 +876,8 @@ def test_every_acknowledgement_hides_a_real_finding(tmp_path, monkeypatch):
                 "AwsSolutions-IAM5[Resource::*]",
                 f"{stack}/Orchestration/StateMachine/Role/DefaultPolicy/Resource",
             ),
+            # An EventBridge target's DLQ, which cdk-nag does not recognize as one.
+            ("AwsSolutions-SQS3", f"{stack}/Orchestration/TriggerDlq/Resource"),
         ]
     )
 

@@ -108,6 +108,7 @@ def ids(synthesis: Synthesis) -> dict[str, str]:
     return {
         "queue": synthesis.logical_id("AWS::SQS::Queue", "ImageQueue"),
         "dlq": synthesis.logical_id("AWS::SQS::Queue", "DeadLetterQueue"),
+        "trigger_dlq": synthesis.logical_id("AWS::SQS::Queue", "TriggerDlq"),
         "function": synthesis.logical_id("AWS::Lambda::Function", "ProcessorFunction"),
         "machine": synthesis.one("AWS::StepFunctions::StateMachine")[0],
         "topic": synthesis.one("AWS::SNS::Topic")[0],
@@ -124,17 +125,20 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
     machine = {"StateMachineArn": f"${{{i['machine']}}}"}
     queue = {"QueueName": f"${{{i['queue']}.QueueName}}"}
     dlq = {"QueueName": f"${{{i['dlq']}.QueueName}}"}
+    trigger_dlq = {"QueueName": f"${{{i['trigger_dlq']}.QueueName}}"}
     expected = {
         "Queue depth": [
             ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue),
             ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", queue),
             ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq),
+            ("AWS/SQS", "ApproximateNumberOfMessagesVisible", trigger_dlq),
             ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue),
         ],
         "Images labeled and error records": [
             (NAMESPACE, "ImagesLabeled", SERVICE),
             (NAMESPACE, "ErrorRecords", SERVICE),
             (NAMESPACE, "TransientFailures", SERVICE),
+            (NAMESPACE, "PipelineMisconfigured", SERVICE),
         ],
         "Labels found": [(NAMESPACE, "LabelsFound", SERVICE)],
         "Processor errors and throttles": [
@@ -216,10 +220,10 @@ def test_dashboard_shows_the_alarms(synth):
 # ---- alarms ------------------------------------------------------------------------------------
 
 
-def test_five_alarms_each_notify_the_topic(synth):
+def test_six_alarms_each_notify_the_topic(synth):
     topic = {"Ref": ids(synth)["topic"]}
     alarms = synth.of_type("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 5
+    assert len(alarms) == 6
     for logical_id, resource in alarms.items():
         props = resource["Properties"]
         assert props["AlarmActions"] == [topic], logical_id
@@ -243,6 +247,29 @@ def test_dead_letter_queue_alarm_fires_on_one_visible_message(synth):
     assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert props["EvaluationPeriods"] == 1
     assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_trigger_dead_letter_alarm_fires_when_a_run_was_never_started(synth):
+    props = alarm(synth, "TriggerDlq")
+    trigger_dlq = {"Fn::GetAtt": [ids(synth)["trigger_dlq"], "QueueName"]}
+    assert without_labels(props["Metrics"]) == [
+        metric_stat(
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName": trigger_dlq},
+            period=300,
+            stat="Maximum",
+        )
+    ]
+    assert props["Threshold"] == 1
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert props["EvaluationPeriods"] == 1
+    assert props["TreatMissingData"] == "notBreaching"
+    # The operator learns what did not happen and what it may have left running.
+    description = props["AlarmDescription"]
+    assert "scheduled or clean-up run was never started" in description
+    assert "model on" in description
+    assert "`customlabels-batch status`" in description
 
 
 def test_oldest_queued_image_alarm_warns_two_days_before_the_queue_would_delete_it(synth):
@@ -318,7 +345,13 @@ def test_processor_metrics_are_the_ones_the_handler_emits(synth):
         for ns, name, _, _ in graphed(w)
         if ns == NAMESPACE
     }
-    assert emitted == graphed_names == {"ImagesLabeled", "ErrorRecords", "TransientFailures", "LabelsFound"}
+    assert emitted == graphed_names == {
+        "ImagesLabeled",
+        "ErrorRecords",
+        "TransientFailures",
+        "LabelsFound",
+        "PipelineMisconfigured",
+    }
 
 
 def test_the_configured_price_reaches_the_cost_widget_and_the_run_recorder(alarms_off):
@@ -331,6 +364,10 @@ def test_the_configured_price_reaches_the_cost_widget_and_the_run_recorder(alarm
 
 def test_no_alarms_when_alarms_are_disabled(alarms_off):
     assert alarms_off.of_type("AWS::CloudWatch::Alarm") == {}
+    # The rules still dead-letter what they cannot deliver; the dashboard still shows it.
+    trigger_dlq = ids(alarms_off)["trigger_dlq"]
+    (queue_depth,) = [w for title, w in widgets(alarms_off).items() if title == "Queue depth"]
+    assert {"QueueName": f"${{{trigger_dlq}.QueueName}}"} in [line[2] for line in graphed(queue_depth)]
     assert not [w for w in widgets(alarms_off).values() if "alarms" in w]
     # The dashboard stays.
     assert "Estimated model cost, USD (an estimate at $4.25/IU-hour)" in widgets(alarms_off)

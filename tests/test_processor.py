@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
@@ -543,7 +544,7 @@ def test_message_with_a_transient_failure_in_its_second_record_is_retried(aws, r
 
 @pytest.mark.parametrize(
     "code",
-    ["ResourceNotReadyException", "LimitExceededException", "InternalServerError", "AccessDeniedException"],
+    ["ResourceNotReadyException", "LimitExceededException", "InternalServerError", "SomethingNewException"],
 )
 def test_transient_and_unexpected_api_errors_are_retried(aws, rekognition, code):
     rekognition.fails("incoming/a.jpg", code)
@@ -764,3 +765,52 @@ def test_throttle_retries_stop_at_the_time_budget(aws, rekognition, monkeypatch)
     # One call, then the budget (60 s less the margin) is gone: no second attempt.
     assert response == failures(event["Records"][0]["messageId"])
     assert len(rekognition.calls) == 1
+
+
+@pytest.fixture(autouse=True)
+def fresh_breaker(monkeypatch):
+    """Each test is a new execution environment as far as denials go."""
+    monkeypatch.setattr(app, "breaker", app.Breaker())
+    return app.breaker
+
+
+def test_denied_result_writes_stop_model_calls_and_keep_the_messages_receives(
+    aws, rekognition, fresh_breaker, monkeypatch
+):
+    """A misconfigured pipeline (writes denied) costs one model call, not one per image per retry."""
+    rekognition.returns("incoming/a.jpg", LABELS)
+    real_put = app.s3_client().put_object
+
+    def denied(**kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObject")
+
+    monkeypatch.setattr(app.s3_client(), "put_object", denied)
+    event = deliver(aws, *(notification(s3_record(f"incoming/{name}.jpg")) for name in "abc"))
+    response = invoke(event)
+    # Every message goes back; only the first image reached the model.
+    assert response == failures(*(r["messageId"] for r in event["Records"]))
+    assert rekognition.keys == ["incoming/a.jpg"]
+    # Back in 15 minutes, not in 10 s: the run stalls and stops the model meanwhile, and the
+    # messages do not use up their receives on the way to the DLQ.
+    assert {change["VisibilityTimeout"] for change in aws.visibility_changes} == {
+        app.MISCONFIGURED_RETRY_SECONDS
+    }
+    monkeypatch.setattr(app.s3_client(), "put_object", real_put)
+
+
+def test_a_denied_model_call_opens_the_breaker_too(aws, rekognition, fresh_breaker):
+    rekognition.fails("incoming/a.jpg", "AccessDeniedException")
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")), notification(s3_record("incoming/b.jpg")))
+    assert invoke(event) == failures(*(r["messageId"] for r in event["Records"]))
+    assert rekognition.keys == ["incoming/a.jpg"]
+    assert "DetectCustomLabels is denied" in fresh_breaker.reason
+
+
+def test_a_missing_object_read_as_403_is_recorded_as_not_found(aws, rekognition, monkeypatch):
+    def forbidden(**kwargs):
+        raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+
+    monkeypatch.setattr(app.s3_client(), "head_object", forbidden)
+    assert invoke(deliver(aws, notification(s3_record("incoming/gone.jpg", size=None)))) == NO_FAILURES
+    assert stored(aws)["errors/gone.jpg.json"]["errorCode"] == "ObjectNotFound"
+    assert rekognition.calls == []

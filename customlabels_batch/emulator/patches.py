@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import moto
 
-from . import control_plane, moto_fixes, services, virtual_time
+from . import control_plane, data_plane, moto_fixes, services, virtual_time
 from .state import Emulation
 
 SUPPORTED_MOTO = "5.2.5"
@@ -33,6 +33,7 @@ def applied(emulation: Emulation) -> Iterator[None]:
                 *virtual_time.patches(emulation),
                 *services.patches(emulation),
                 *control_plane.patches(emulation),
+                *data_plane.patches(emulation),
             ):
                 stack.enter_context(patch)
             yield

@@ -64,6 +64,8 @@ FAULTS = {
     "duplicate-trigger": "EventBridge delivers the schedule's event twice (at-least-once delivery).",
     "guard-lag": "ListExecutions lags 60 s, and a second trigger arrives 10 s into the run.",
     "model-started-externally": "Someone started the model before the run, with 4 inference units.",
+    "output-write-denied": "Every PutObject the pipeline sends is denied (a bucket policy it does not meet).",
+    "model-access-denied": "DetectCustomLabels is denied to the processor (AccessDeniedException).",
 }
 EXTERNAL_CHANGE_AFTER_SECONDS = 60.0  # into the drain, for the faults that touch resources mid-run
 STUCK_TRANSITION_SECONDS = 600.0
@@ -193,6 +195,10 @@ class EmulatedPipeline:
             self.model.start_externally(4, already_running=True)
         if "stop-denied" in faults:
             self.emulation.control.denied.add("rekognition:StopProjectVersion")
+        if "output-write-denied" in faults:
+            self.emulation.control.denied.add("s3:PutObject")
+        if "model-access-denied" in faults:
+            self.emulation.control.denied.add("rekognition:DetectCustomLabels")
         if "guard-lag" in faults:
             self.emulation.control.list_executions_lag_seconds = 60.0
 

@@ -80,6 +80,37 @@ class TransientImageError(Exception):
     """Labeling failed for a reason that may pass (throttling, model not ready, 5xx, network)."""
 
 
+class PipelineMisconfiguredError(Exception):
+    """The pipeline itself cannot work (its writes or its model access are denied): no image can
+    succeed until someone fixes it, so calling the paid model again would be money thrown away."""
+
+
+# Error codes that say the pipeline's own permissions (IAM, a bucket or key policy) refuse it.
+DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "KMS.AccessDeniedException"})
+# After a denial this execution environment calls nothing for this long; the messages come back
+# after MISCONFIGURED_RETRY_SECONDS, so they do not burn their receives while the run stalls.
+BREAKER_SECONDS = 300.0
+MISCONFIGURED_RETRY_SECONDS = 900
+
+
+class Breaker:
+    """Open after a denial: records fail fast, without a model call, until it closes again."""
+
+    def __init__(self) -> None:
+        self.open_until = -math.inf
+        self.reason = ""
+
+    def trip(self, reason: str) -> None:
+        self.open_until, self.reason = time.monotonic() + BREAKER_SECONDS, reason
+
+    def check(self) -> None:
+        if self.reason and time.monotonic() < self.open_until:
+            raise PipelineMisconfiguredError(f"Not attempted: {self.reason}")
+
+
+breaker = Breaker()
+
+
 class NotAnS3NotificationError(ValueError):
     """The message body is not an S3 event notification."""
 
@@ -147,8 +178,16 @@ budget = TimeBudget()
 
 def record_handler(record: SQSRecord) -> None:
     try:
+        breaker.check()
         budget.check("this message")
         _process_message(record)
+    except PipelineMisconfiguredError as error:
+        if not str(error).startswith("Not attempted"):
+            breaker.trip(str(error))
+            logger.error("The pipeline is misconfigured; no more model calls for now", reason=str(error))
+        metrics.add_metric(name="PipelineMisconfigured", unit=MetricUnit.Count, value=1)
+        _retry_soon(record, MISCONFIGURED_RETRY_SECONDS, back_off=False)
+        raise
     except Exception as error:
         if isinstance(error, TransientImageError):
             logger.warning("Message will be retried", messageId=record.message_id, reason=str(error))
@@ -309,6 +348,11 @@ def _with_size(image: ImageRef) -> ImageRef:
     except ClientError as error:
         if _error_code(error) in ("404", "NoSuchKey", "NotFound"):
             raise PermanentImageError("ObjectNotFound", "The object no longer exists.") from None
+        if _error_code(error) in ("403", *DENIED_CODES):
+            # S3 answers 403 for a missing object to a reader without s3:ListBucket (this one).
+            raise PermanentImageError(
+                "ObjectNotFound", "The object no longer exists (or the pipeline may not read it)."
+            ) from None
         if _is_transient(error):
             raise TransientImageError(f"HeadObject failed: {error}") from error
         raise
@@ -333,6 +377,8 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
             code = _error_code(error)
             if code in PERMANENT_IMAGE_ERRORS:
                 raise PermanentImageError(code, PERMANENT_IMAGE_ERRORS[code]) from None
+            if code in DENIED_CODES:
+                raise PipelineMisconfiguredError(f"DetectCustomLabels is denied: {error}") from error
             if code in THROTTLE_CODES and attempt < THROTTLE_ATTEMPTS and budget.left():
                 # The model's capacity is fully used: a slot frees within a second, so retry
                 # soon instead of backing off for seconds and leaving paid capacity idle.
@@ -423,12 +469,19 @@ def _write_message_error(record: SQSRecord, reason: str) -> None:
 
 
 def _put_json(bucket: str, key: str, document: dict[str, Any]) -> None:
-    s3_client().put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8"),
-        ContentType="application/json",
-    )
+    try:
+        s3_client().put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8"),
+            ContentType="application/json",
+        )
+    except ClientError as error:
+        if _error_code(error) in DENIED_CODES:
+            raise PipelineMisconfiguredError(
+                f"PutObject to s3://{bucket}/{key} is denied: {error}"
+            ) from error
+        raise
 
 
 MAX_RETRY_DELAY_SECONDS = 300
@@ -440,9 +493,11 @@ def retry_delay(base_seconds: int, receive_count: int) -> int:
     return min(base_seconds * 2 ** max(receive_count - 1, 0), MAX_RETRY_DELAY_SECONDS)
 
 
-def _retry_soon(record: SQSRecord, base_seconds: int) -> None:
-    """Shorten the failed message's visibility so it returns in seconds, not after 6x the timeout."""
-    delay_seconds = retry_delay(base_seconds, int(record.attributes.approximate_receive_count or 1))
+def _retry_soon(record: SQSRecord, base_seconds: int, *, back_off: bool = True) -> None:
+    """Set the failed message's visibility so it returns after the back-off (seconds, not 6x the
+    timeout), or after base_seconds exactly."""
+    receives = int(record.attributes.approximate_receive_count or 1)
+    delay_seconds = retry_delay(base_seconds, receives) if back_off else base_seconds
     try:
         _, _, _, region, account, queue_name = record.event_source_arn.split(":")
         client = sqs_client(region)
