@@ -345,13 +345,17 @@ def test_processor_metrics_are_the_ones_the_handler_emits(synth):
         for ns, name, _, _ in graphed(w)
         if ns == NAMESPACE
     }
-    assert emitted == graphed_names == {
-        "ImagesLabeled",
-        "ErrorRecords",
-        "TransientFailures",
-        "LabelsFound",
-        "PipelineMisconfigured",
-    }
+    assert (
+        emitted
+        == graphed_names
+        == {
+            "ImagesLabeled",
+            "ErrorRecords",
+            "TransientFailures",
+            "LabelsFound",
+            "PipelineMisconfigured",
+        }
+    )
 
 
 def test_the_configured_price_reaches_the_cost_widget_and_the_run_recorder(alarms_off):
