@@ -168,6 +168,21 @@ class Monitoring(Construct):
             label="Inference units in service",
         )
 
+    def _at_least(
+        self, construct_id: str, description: str, metric: cw.IMetric, threshold: float
+    ) -> cw.Alarm:
+        """An alarm on one period at or over threshold; no data (nothing happened) is not breaching."""
+        return cw.Alarm(
+            self,
+            construct_id,
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
     def _add_alarms(
         self,
         *,
@@ -177,46 +192,34 @@ class Monitoring(Construct):
         usd_per_inference_unit_hour: float,
     ) -> list[cw.Alarm]:
         # A queue holding messages is active and reports every minute; no data means an idle, empty queue.
-        self.dead_letter_alarm = cw.Alarm(
-            self,
+        self.dead_letter_alarm = self._at_least(
             "DeadLetterQueueAlarm",
-            alarm_description="Messages are in the dead-letter queue: images that failed every delivery. "
+            "Messages are in the dead-letter queue: images that failed every delivery. "
             f"Check the processor's logs, then move them back with `{CLI_NAME} redrive`.",
-            metric=self.dlq_visible,
-            threshold=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            self.dlq_visible,
+            1,
         )
 
         # EventBridge puts an event here once it has given up starting the state machine for it.
-        self.trigger_dead_letter_alarm = cw.Alarm(
-            self,
+        self.trigger_dead_letter_alarm = self._at_least(
             "TriggerDlqAlarm",
-            alarm_description="A scheduled or clean-up run was never started: EventBridge could not start "
+            "A scheduled or clean-up run was never started: EventBridge could not start "
             "the state machine and put the event in the trigger dead-letter queue (its ERROR_CODE and "
             "RULE_ARN attributes say why and which rule). A missed clean-up may have left the model on: "
             f"check `{CLI_NAME} status`.",
-            metric=self.trigger_dlq_visible,
-            threshold=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            self.trigger_dlq_visible,
+            1,
         )
 
         # Images wait in the queue while runs cannot start the model (an expired or deleted version, a
         # failing start): warn while there is still time to act.
-        self.oldest_queued_alarm = cw.Alarm(
-            self,
+        self.oldest_queued_alarm = self._at_least(
             "OldestQueuedImageAlarm",
-            alarm_description=f"An image has waited {OLDEST_MESSAGE_ALARM_DAYS} days in the queue; the "
+            f"An image has waited {OLDEST_MESSAGE_ALARM_DAYS} days in the queue; the "
             f"queue deletes messages after {QUEUE_RETENTION_DAYS} days. Runs are not draining it: see "
             f"`{CLI_NAME} status` and the latest run's notification (is the model startable?).",
-            metric=self.oldest_queued,
-            threshold=OLDEST_MESSAGE_ALARM_DAYS * 86400,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            self.oldest_queued,
+            OLDEST_MESSAGE_ALARM_DAYS * 86400,
         )
 
         # Rekognition publishes nothing while the model is stopped: missing data is "not in service".
@@ -238,12 +241,12 @@ class Monitoring(Construct):
 
         # One alarm on the sum: one notification per incident. FILL because each metric has data only
         # in periods where such an execution ended, and a sum with a missing term is missing.
-        self.executions_alarm = cw.Alarm(
-            self,
+        # No execution ended in a period: none failed.
+        self.executions_alarm = self._at_least(
             "UnsuccessfulExecutionsAlarm",
-            alarm_description="A batch run failed, timed out or was aborted. The clean-up rule stops the "
+            "A batch run failed, timed out or was aborted. The clean-up rule stops the "
             "model and disables the mapping; see the run's notification and its execution history.",
-            metric=cw.MathExpression(
+            cw.MathExpression(
                 expression=" + ".join(f"FILL({name}, 0)" for name in UNSUCCESSFUL_EXECUTIONS),
                 using_metrics={
                     name: self.executions[name].with_(statistic=cw.Stats.SUM)
@@ -252,11 +255,7 @@ class Monitoring(Construct):
                 label="Executions failed, timed out or aborted",
                 period=EXECUTION_ALARM_PERIOD,
             ),
-            threshold=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-            # No execution ended in the period: none failed.
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            1,
         )
 
         # The processor emits ErrorRecords only when it writes one: no data means no errors.
