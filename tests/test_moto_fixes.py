@@ -102,3 +102,10 @@ def test_moto_sqs_still_has_what_the_fixes_work_around(function, still):
     member = inspect.getattr_static(getattr(models, owner), name)
     source = inspect.getsource(member.fget if isinstance(member, property) else member)
     assert still(source), f"moto changed {function}: check whether its SQS fix is still needed"
+
+
+def test_moto_still_lets_an_error_replace_a_stop():
+    from moto.stepfunctions.parser.asl.eval import environment
+
+    source = inspect.getsource(environment.Environment.set_error)
+    assert "ProgramStopped" not in source, "moto now keeps a stop over a later error: drop _stop_wins"

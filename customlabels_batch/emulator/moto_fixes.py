@@ -10,6 +10,8 @@
   every variable read fails); this plugs in jsonata-python, a pure-Python port of the reference
   implementation. moto also splices string variables into the expression unescaped, so a value
   holding a quote or a newline (an error's Cause does) breaks it: strings are JSON-encoded here.
+- A stopped execution stays stopped: moto lets an error raised by the state still in flight (a task
+  whose thread the stop raced) replace the stop, so the execution ends FAILED; AWS ends it ABORTED.
 - SQS: moto's queues are not thread-safe (concurrent receives fail with "Set changed size during
   iteration"); send/receive build all three message counts by scanning every message, and delete
   scans every receipt handle: quadratic over a drain of thousands.
@@ -29,7 +31,36 @@ SQS_LOCK = threading.RLock()
 
 def patches(now: Any) -> list[Any]:
     """`now()` gives the emulated datetime the context object's StartTime should show."""
-    return [*_jsonata(), *_aws_sdk_tasks(), *_context_start_time(now), *_sqs()]
+    return [*_jsonata(), *_aws_sdk_tasks(), *_context_start_time(now), *_stop_wins(), *_sqs()]
+
+
+def _stop_wins() -> list[Any]:
+    from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
+    from moto.stepfunctions.parser.asl.eval import environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    original_set_error = environment.Environment.set_error
+    original_evaluate = ExecutionState._evaluate_with_timeout
+
+    def set_error(self, error):
+        if isinstance(self.program_state(), ProgramStopped):
+            return
+        original_set_error(self, error)
+
+    def _evaluate_with_timeout(self, env):
+        # A stop makes every component of the state in flight a no-op, which then fails for want of
+        # its values: that failure is the stop's, not the state's.
+        try:
+            return original_evaluate(self, env)
+        except Exception:
+            if env.is_running():
+                raise
+            env.stack.append({})
+
+    return [
+        mock.patch.object(environment.Environment, "set_error", set_error),
+        mock.patch.object(ExecutionState, "_evaluate_with_timeout", _evaluate_with_timeout),
+    ]
 
 
 def _jsonata() -> list[Any]:
