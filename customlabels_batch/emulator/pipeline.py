@@ -141,6 +141,7 @@ class EmulatedPipeline:
         # Every execution this emulation started: ListExecutions lags as on AWS; DescribeExecution
         # does not, so the driver describes these.
         self._started: list[str] = []
+        self._ended: dict[str, dict] = {}
         self._scheduled_uploads: list[tuple[Callable[[EmulatedPipeline], bool], list[Upload]]] = []
 
     # ---- set-up --------------------------------------------------------------------------
@@ -535,7 +536,11 @@ class EmulatedPipeline:
         return started
 
     def _executions(self, status: str | None = None) -> list[dict]:
-        described = [self.sfn.describe_execution(executionArn=arn) for arn in self._started]
+        described = [
+            self._ended.get(arn) or self.sfn.describe_execution(executionArn=arn) for arn in self._started
+        ]
+        # An ended execution does not change again: describe it no more.
+        self._ended.update((e["executionArn"], e) for e in described if e["status"] != "RUNNING")
         return [e for e in described if status is None or e["status"] == status]
 
     @property
