@@ -472,10 +472,10 @@ def test_a_starting_model_is_stopped_even_if_stop_is_refused_for_a_while(refused
 @pytest.mark.parametrize("fault", ["duplicate-trigger", "guard-lag"])
 def test_one_run_at_a_time_under_duplicate_triggers_and_a_lagging_listing(fault):
     report = _run(12, faults=[fault])
-    first, second = report["executions"]
-    assert (first["status"], second["status"]) == ("SUCCEEDED", "SUCCEEDED")
-    # The second took no lease, so it touched nothing.
-    assert second["statePath"] == ["StartRun", "TakeLease", "AnotherRunIsActive"]
+    assert [e["status"] for e in report["executions"]] == ["SUCCEEDED", "SUCCEEDED"]
+    # Whichever lost the race for the lease (two at the same instant) touched nothing.
+    paths = [e["statePath"] for e in report["executions"]]
+    assert paths.count(["StartRun", "TakeLease", "AnotherRunIsActive"]) == 1
     assert report["model"]["calls"]["StartProjectVersion"] == 1
     assert len(report["runRecords"]) == 1
 
