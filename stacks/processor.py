@@ -36,7 +36,11 @@ class Processor(Construct):
             role_description="Custom Labels batch processor: read queued images, write results, call the "
             "model",
             layer=self.powertools_layer,
-            resources={"bucket": bucket.bucket_name, "runStateTable": run_state.table.table_name},
+            resources={
+                "bucket": bucket.bucket_name,
+                "runStateTable": run_state.table.table_name,
+                "deadLetterQueueUrl": ingest.dead_letter_queue.queue_url,
+            },
             timeout_seconds=config.processor_timeout_seconds,
             memory_mb=config.processor_memory_mb,
             tracing=lambda_.Tracing.ACTIVE,
@@ -72,6 +76,23 @@ class Processor(Construct):
                 actions=["dynamodb:UpdateItem"],
                 resources=[run_state.table.table_arn],
                 conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["progress"]}},
+            )
+        )
+        # A retried message is marked while it is attempted (`attempt#<message id>`), so that one
+        # whose attempt died with its invocation is moved to the DLQ instead of crashing another.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="MarkRetriedMessages",
+                actions=["dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                resources=[run_state.table.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["attempt#*"]}},
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="MoveCrashingMessagesToTheDlq",
+                actions=["sqs:SendMessage"],
+                resources=[ingest.dead_letter_queue.queue_arn],
             )
         )
 

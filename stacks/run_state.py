@@ -2,7 +2,8 @@
 
 Items: `lease` (which execution holds the model and the mapping, until when), `progress` (how many
 messages the processor has accounted for; the state machine watches it grow), `model-not-startable`
-(when an unstartable model was last reported). A conditional write is strongly consistent, which
+(when an unstartable model was last reported), `attempt#<message id>` (a retried message being
+attempted; expires after the DLQ's retention). A conditional write is strongly consistent, which
 ListExecutions is not.
 """
 
@@ -22,7 +23,9 @@ class RunState(Construct):
             partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
             billing=dynamodb.Billing.on_demand(),
             encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
-            # Three small items that every run rewrites: nothing to keep after the stack is gone.
+            # The processor's marks on retried messages expire on their own.
+            time_to_live_attribute="expiresAt",
+            # Small items that runs rewrite or that expire: nothing to keep after the stack is gone.
             removal_policy=RemovalPolicy.DESTROY,
         )
         Validations.of(self.table).acknowledge(

@@ -248,7 +248,7 @@ FAULT_ENDS = {
     "model-start-failure": ("FAILED", "FAILED", 12),
     "model-start-timeout": ("FAILED", "FAILED", 12),
     "throttling-storm": ("SUCCEEDED", "SUCCEEDED", 12),
-    "processor-crash": ("FAILED", "STALLED", 12),
+    "processor-crash": ("SUCCEEDED", "SUCCEEDED (1 in the DLQ)", 12),
     "abort-during-drain": ("ABORTED", "CLEANED_UP", 12),
     "model-stopped-externally": ("FAILED", "FAILED", 400),
     "mapping-disabled-externally": ("FAILED", "FAILED", 400),
@@ -261,6 +261,8 @@ FAULT_ENDS = {
     "model-started-externally": ("SUCCEEDED", "SUCCEEDED", 12),
     "output-write-denied": ("FAILED", "STALLED", 12),
     "model-access-denied": ("FAILED", "STALLED", 12),
+    "slow-calls": ("SUCCEEDED", "SUCCEEDED", 12),
+    "object-deleted-before-processing": ("SUCCEEDED", "SUCCEEDED", 12),
 }
 
 
@@ -326,22 +328,65 @@ def test_aborted_run_is_cleaned_up_by_the_status_change_rule():
     _assert_safe_end(report)
 
 
-def test_a_crash_loop_stalls_the_run_instead_of_holding_the_model():
+def test_a_poison_image_alone_goes_to_the_dlq_and_its_batch_mates_are_labeled():
     config = emulated_config()
     report = _run(12, faults=["processor-crash"])
-    assert report["processor"]["invocationErrors"] >= 1
+    # It killed its invocation twice (first delivered, then retried); on its third delivery it was
+    # moved to the DLQ without another attempt.
+    assert report["processor"]["invocationErrors"] == 2
+    assert report["imagesByOutcome"] == {"result": 11, "dead-letter-queue": 1}
+    assert report["deadLetterQueue"]["visible"] == 1
+    assert report["model"]["calls"]["DetectCustomLabels"] == 11
+    # The crashed batches came back after the invocation's timeout and a grace period, not after
+    # the queue's visibility timeout: billed no more than the images' minimum and the stall time.
+    clean = _run(11)
+    assert report["model"]["runningSeconds"] <= clean["model"]["runningSeconds"] + config.stall_seconds
     record = _only_record(report)
-    assert record["outcome"] == "STALLED"
-    assert record["reason"].startswith("nothing labeled for ")
-    # The poison batch waits for the next run (or the DLQ); everything else is labeled.
+    assert record["outcome"] == "SUCCEEDED"
+    assert record["deadLetterQueueMessages"] == 1
+
+
+def test_calls_slower_than_a_batch_fits_in_the_timeout_are_left_for_the_next_delivery_not_cut_off():
+    report = _run(12, faults=["slow-calls"])
+    assert report["imagesByOutcome"] == {"result": 12}
+    assert "timeouts" not in report["processor"]
+    # The time budget returned the messages it could not finish in time.
+    assert report["processor"]["itemFailures"] > 0
+    assert report["model"]["calls"]["DetectCustomLabels"] == 12
+
+
+def test_an_invocation_is_cut_off_at_its_timeout_and_a_message_that_never_ends_goes_to_the_dlq():
+    # One call takes longer than the function's whole timeout: nothing can finish.
+    config = emulated_config()
+    report = _run(3, behaviour=ModelBehaviour(latency_seconds=config.processor_timeout_seconds + 10))
+    assert report["processor"]["timeouts"] >= 2
+    assert (
+        f"Task timed out after {config.processor_timeout_seconds} seconds"
+        in report["processor"]["pollerErrors"]
+    )
+    assert report["resultsWritten"] == 0
+    # The run stalls and stops the model; what was attempted when its invocation died twice is in the
+    # DLQ, the rest stays queued.
+    assert _only_record(report)["outcome"] == "STALLED"
     outcome = report["imagesByOutcome"]
-    assert outcome["queued"] >= 1
-    assert outcome["result"] + outcome["queued"] == 12
-    # Stopped within the stall time (and a poll) of the last image it labeled, not after six
-    # visibility timeouts.
-    assert report["model"]["longestIdleRunningSeconds"] <= config.stall_seconds + config.drain_poll_seconds
-    assert report["model"]["runningSeconds"] < config.stall_seconds + 120
-    assert report["executions"][0]["error"] == "BatchRun.STALLED"
+    assert outcome["dead-letter-queue"] >= 1
+    assert outcome["dead-letter-queue"] + outcome.get("queued", 0) == 3
+    _assert_safe_end(report)
+
+
+def test_objects_deleted_before_processing_end_as_error_records():
+    config = emulated_config()
+    options = EmulationOptions(faults=("object-deleted-before-processing",), processor_log=io.StringIO())
+    with EmulatedPipeline(config, options) as pipeline:
+        pipeline.upload(_uploads(3))
+        report = pipeline.run()
+        errors = {key: json.loads(body) for key, body in pipeline.objects(config.errors_prefix).items()}
+    # Announced with its size: the model cannot read it. Announced without a size: S3 answers the
+    # pipeline's HeadObject with 403 (it may not list the bucket), read as not found.
+    assert errors["errors/batch/img-000.jpg.json"]["errorCode"] == "InvalidS3ObjectException"
+    assert errors["errors/deleted-before-processing.jpg.json"]["errorCode"] == "ObjectNotFound"
+    assert report["imagesByOutcome"] == {"result": 2, "error-record": 1}
+    assert report["deadLetterQueue"]["visible"] == 0
 
 
 def test_a_model_stopped_in_the_console_fails_the_run_at_the_next_poll():
@@ -504,6 +549,8 @@ def test_throttling_storm_retries_without_losing_images():
     report = _run(12, faults=["throttling-storm"])
     assert report["model"]["calls"]["Throttled"] > 0
     assert report["resultsWritten"] == 12
+    # Throttle retries stop at the time budget: no invocation runs into its timeout.
+    assert "timeouts" not in report["processor"]
     assert report["deadLetterQueue"]["visible"] == 0
 
 

@@ -348,7 +348,9 @@ def test_processor_function_configuration(synth):
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["LoggingConfig"] == {"LogGroup": {"Ref": log_group_id}}
     variables = props["Environment"]["Variables"]
-    expected = synth.config.function_environment(Use.PROCESSOR, bucket="<ref>", runStateTable="<ref>")
+    expected = synth.config.function_environment(
+        Use.PROCESSOR, bucket="<ref>", runStateTable="<ref>", deadLetterQueueUrl="<ref>"
+    )
     assert set(variables) == set(expected)
     assert function_settings(variables) == json.loads(expected["PIPELINE_SETTINGS"])
     # The references are the image bucket's name and the run state table's.

@@ -41,6 +41,7 @@ LABELS = [
 ]
 NO_FAILURES = {"batchItemFailures": []}
 RUN_STATE_TABLE = "run-state"
+DLQ_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/images-dlq"
 
 
 def processor_environment(**config: Any) -> dict[str, str]:
@@ -48,7 +49,9 @@ def processor_environment(**config: Any) -> dict[str, str]:
     # Pacing off unless a test asks for it: its pauses are asserted on their own.
     config.setdefault("model_tps_per_inference_unit", 0)
     pipeline = Settings(project_arn=PROJECT_ARN, project_version_arn=MODEL_ARN, **config)
-    return pipeline.function_environment(Use.PROCESSOR, bucket=BUCKET, runStateTable=RUN_STATE_TABLE)
+    return pipeline.function_environment(
+        Use.PROCESSOR, bucket=BUCKET, runStateTable=RUN_STATE_TABLE, deadLetterQueueUrl=DLQ_URL
+    )
 
 
 # The handler module as the function imports it, with the stack's environment.
@@ -235,6 +238,7 @@ def aws(processor_env: None) -> Any:
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=BUCKET)
         sqs = boto3.client("sqs", region_name=REGION)
+        sqs.create_queue(QueueName="images-dlq")
         queue = sqs.create_queue(QueueName=QUEUE_NAME, Attributes={"VisibilityTimeout": "360"})
         queue_url = queue["QueueUrl"]
         changes: list[dict[str, Any]] = []
@@ -543,16 +547,53 @@ def test_message_with_a_transient_failure_in_its_second_record_is_retried(aws, r
 
 
 @pytest.mark.parametrize(
-    "code",
-    ["ResourceNotReadyException", "LimitExceededException", "InternalServerError", "SomethingNewException"],
+    ("code", "status"),
+    [
+        ("ResourceNotReadyException", 400),
+        ("ResourceNotFoundException", 400),
+        ("LimitExceededException", 400),
+        ("InternalServerError", 500),
+        # A code the processor has never heard of is classified by its status.
+        ("SomethingNewException", 500),
+        ("SomethingNewException", 503),
+    ],
 )
-def test_transient_and_unexpected_api_errors_are_retried(aws, rekognition, code):
-    rekognition.fails("incoming/a.jpg", code)
+def test_transient_api_errors_are_retried(aws, rekognition, code, status):
+    rekognition.fails("incoming/a.jpg", code, status)
     event = deliver(aws, notification(s3_record("incoming/a.jpg")))
 
     response = invoke(event)
 
     assert response == failures(event["Records"][0]["messageId"])
+    assert stored(aws) == {}
+
+
+def test_an_unknown_4xx_refusal_of_the_image_is_an_error_record_naming_the_code(aws, rekognition):
+    rekognition.fails("incoming/a.jpg", "SomethingNewException", 400)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+
+    assert invoke(event) == NO_FAILURES
+    record = stored(aws)["errors/a.jpg.json"]
+    assert record["errorCode"] == "SomethingNewException"
+    assert "SomethingNewException for the test" in record["reason"]
+
+
+def test_an_unknown_code_with_status_429_is_retried_as_a_throttle(aws, rekognition, pauses):
+    rekognition.fails("incoming/a.jpg", "SomethingNewException", 429, times=1)
+    rekognition.returns("incoming/a.jpg", LABELS)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+
+    assert invoke(event) == NO_FAILURES
+    assert len(pauses) == 1
+    assert stored(aws)["results/a.jpg.json"]["customLabels"] == LABELS
+
+
+def test_an_unknown_code_with_status_403_opens_the_breaker(aws, rekognition, fresh_breaker):
+    rekognition.fails("incoming/a.jpg", "SomethingNewException", 403)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+
+    assert invoke(event) == failures(event["Records"][0]["messageId"])
+    assert fresh_breaker.reason.startswith("DetectCustomLabels is denied")
     assert stored(aws) == {}
 
 
@@ -694,13 +735,23 @@ def test_retry_delay_doubles_per_delivery_up_to_five_minutes():
     assert [app.retry_delay(10, n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
 
 
-def test_calls_are_paced_at_this_environments_share_of_model_capacity(aws, rekognition, pauses, monkeypatch):
+def test_calls_are_paced_at_this_environments_share_of_model_capacity(aws, rekognition, monkeypatch):
     # 1 IU x 4 TPS shared by 2 environments: at most 2 calls a second from this one.
     set_processor_env(monkeypatch, model_tps_per_inference_unit=4, max_concurrency=2)
-    # Each message: the time budget looks at the clock, then the pacer does (the budget first at the
-    # invocation's start).
-    now = iter([100.0, 100.0, 100.0, 100.1, 100.1, 100.9, 100.9])
-    monkeypatch.setattr(app.time, "monotonic", lambda: next(now))
+    clock = SimpleNamespace(now=100.0, pauses=[])
+
+    def sleep(seconds: float) -> None:
+        clock.pauses.append(seconds)
+        clock.now += seconds
+
+    monkeypatch.setattr(app, "time", SimpleNamespace(sleep=sleep, monotonic=lambda: clock.now))
+    monkeypatch.setattr(app, "pacer", app.Pacer())
+    # The calls take 0.1 s, 0.4 s and 0.1 s.
+    durations = iter([0.1, 0.4, 0.1])
+    app.rekognition_client().meta.events.register(
+        "before-parameter-build.rekognition.DetectCustomLabels",
+        lambda **_: setattr(clock, "now", clock.now + next(durations)),
+    )
     for key in ("incoming/a.jpg", "incoming/b.jpg", "incoming/c.jpg"):
         rekognition.returns(key, [])
     event = deliver(
@@ -708,8 +759,9 @@ def test_calls_are_paced_at_this_environments_share_of_model_capacity(aws, rekog
     )
 
     assert invoke(event) == NO_FAILURES
-    # First call at once; the second 0.1 s later waits until 100.5; the third (100.9) waits until 101.0.
-    assert pauses == pytest.approx([0.4, 0.1])
+    # First call at 100.0; the second, ready at 100.1, waits until 100.5; the third, ready at 100.9,
+    # waits until 101.0.
+    assert clock.pauses == pytest.approx([0.4, 0.1])
 
 
 def _progress() -> int | None:
@@ -814,3 +866,100 @@ def test_a_missing_object_read_as_403_is_recorded_as_not_found(aws, rekognition,
     assert invoke(deliver(aws, notification(s3_record("incoming/gone.jpg", size=None)))) == NO_FAILURES
     assert stored(aws)["errors/gone.jpg.json"]["errorCode"] == "ObjectNotFound"
     assert rekognition.calls == []
+
+
+# ---- crash isolation ----------------------------------------------------------------------------
+
+
+def _queue_counts(aws: Aws) -> tuple[int, int]:
+    attributes = aws.sqs.get_queue_attributes(
+        QueueUrl=aws.queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def _dead_letters(aws: Aws) -> list[dict[str, Any]]:
+    url = aws.sqs.get_queue_url(QueueName="images-dlq")["QueueUrl"]
+    return aws.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get(
+        "Messages", []
+    )
+
+
+def _delivered_before(event: dict[str, Any], index: int, receives: int = 2) -> None:
+    event["Records"][index]["attributes"]["ApproximateReceiveCount"] = str(receives)
+
+
+class RuntimeDied(BaseException):
+    """What the handler's code cannot catch: the runtime exiting (out of memory, a segfault)."""
+
+
+def test_each_message_is_deleted_as_soon_as_it_is_done(aws, rekognition):
+    rekognition.returns("incoming/a.jpg", LABELS)
+    rekognition.returns("incoming/b.jpg", LABELS)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")), notification(s3_record("incoming/b.jpg")))
+    assert invoke(event) == NO_FAILURES
+    # Gone before the mapping would delete them at the end of the batch.
+    assert _queue_counts(aws) == (0, 0)
+
+
+def test_a_batch_is_held_for_the_invocations_time_not_the_queues_visibility_timeout(aws, rekognition):
+    changes: list[dict[str, Any]] = []
+    app.sqs_client(REGION).meta.events.register(
+        "before-parameter-build.sqs.ChangeMessageVisibilityBatch", lambda params, **_: changes.append(params)
+    )
+    rekognition.returns("incoming/a.jpg", LABELS)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+    invoke(event, remaining_millis=60_000)
+    (change,) = changes
+    assert [entry["VisibilityTimeout"] for entry in change["Entries"]] == [60 + app.IN_FLIGHT_GRACE_SECONDS]
+
+
+def test_first_deliveries_are_processed_before_retried_messages(aws, rekognition):
+    for key in ("incoming/fresh.jpg", "incoming/retried.jpg"):
+        rekognition.returns(key, LABELS)
+    event = deliver(
+        aws, notification(s3_record("incoming/retried.jpg")), notification(s3_record("incoming/fresh.jpg"))
+    )
+    _delivered_before(event, 0)
+    assert invoke(event) == NO_FAILURES
+    assert rekognition.keys == ["incoming/fresh.jpg", "incoming/retried.jpg"]
+
+
+def test_a_retried_message_whose_attempt_ends_is_unmarked(aws, rekognition):
+    rekognition.returns("incoming/a.jpg", LABELS)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+    _delivered_before(event, 0)
+    assert invoke(event) == NO_FAILURES
+    marks = boto3.client("dynamodb", region_name=REGION).scan(TableName=RUN_STATE_TABLE)["Items"]
+    assert [m for m in marks if m["id"]["S"].startswith("attempt#")] == []
+
+
+def test_a_retried_message_that_kills_its_invocation_goes_to_the_dlq_on_its_next_delivery(
+    aws, rekognition, monkeypatch
+):
+    """The runtime dies while a retried message is attempted (the handler cannot catch it); on its
+    next delivery it is moved to the DLQ without another model call, and its batch-mates are labeled."""
+
+    def die(image):
+        raise RuntimeDied("out of memory")
+
+    event = deliver(aws, notification(s3_record("incoming/poison.jpg")))
+    _delivered_before(event, 0)
+    with monkeypatch.context() as patched:
+        patched.setattr(app, "_detect_custom_labels", die)
+        with pytest.raises(RuntimeDied):
+            invoke(event)
+
+    rekognition.returns("incoming/mate.jpg", LABELS)
+    again = deliver(aws, notification(s3_record("incoming/mate.jpg")))
+    again["Records"].append(copy.deepcopy(event["Records"][0]))
+    _delivered_before(again, 1, receives=3)
+    assert invoke(again) == NO_FAILURES
+    assert rekognition.keys == ["incoming/mate.jpg"]
+    (dead,) = _dead_letters(aws)
+    assert dead["Body"] == event["Records"][0]["body"]
+    assert "died with its invocation" in dead["MessageAttributes"]["reason"]["StringValue"]
+    assert "results/mate.jpg.json" in stored(aws)

@@ -20,6 +20,11 @@ class ClockStopped(RuntimeError):
     """The emulation is shutting down; sleeping actors are released with this."""
 
 
+class DeadlineReached(BaseException):
+    """An actor's deadline came while it slept: an emulated Lambda timeout. A BaseException, so the
+    handler's own `except Exception` cannot catch it, as nothing in a function can catch its timeout."""
+
+
 class VirtualClock:
     def __init__(self, *, time_scale: float = math.inf, epoch: _dt.datetime | None = None):
         if time_scale <= 0:
@@ -83,6 +88,21 @@ class VirtualClock:
     def current_actor(self) -> int | None:
         return getattr(self._local, "actor", None)
 
+    @contextmanager
+    def deadline(self, seconds: float):
+        """Within the block, a sleep that would pass `seconds` from now ends at that moment with
+        DeadlineReached (the current thread only)."""
+        self._local.deadline = self._now + seconds
+        try:
+            yield
+        finally:
+            self._local.deadline = None
+
+    def remaining(self) -> float:
+        """Emulated seconds to the current thread's deadline (inf outside one)."""
+        deadline = getattr(self._local, "deadline", None)
+        return math.inf if deadline is None else max(0.0, deadline - self._now)
+
     # ---- waiting -----------------------------------------------------------------------------
     def sleep(self, seconds: float, *, interrupt: threading.Event | None = None) -> None:
         """Sleep for emulated seconds. Outside an actor thread this is a plain wall-time sleep
@@ -91,8 +111,12 @@ class VirtualClock:
         if actor is None:
             time.sleep(0 if math.isinf(self.time_scale) else max(0.0, seconds) / self.time_scale)
             return
+        deadline = getattr(self._local, "deadline", None)
         with self._cond:
             wake = self._now + max(0.0, seconds)
+            cut_off = deadline is not None and wake > deadline
+            if cut_off:
+                wake = max(deadline, self._now)
             self._wake[actor] = wake
             self._cond.notify_all()
             try:
@@ -104,6 +128,8 @@ class VirtualClock:
             finally:
                 self._wake.pop(actor, None)
                 self._cond.notify_all()
+        if cut_off:
+            raise DeadlineReached(f"deadline reached at {deadline:.3f} s")
 
     def wait_until(self, predicate, *, timeout: float = math.inf) -> bool:
         """Sleep until predicate() is true (re-checked after every poke() and every time step) or

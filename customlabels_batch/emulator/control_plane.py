@@ -56,6 +56,10 @@ class ControlPlane:
     # API actions ("rekognition:StopProjectVersion", "lambda:UpdateEventSourceMapping") that answer
     # AccessDeniedException, as with a missing IAM permission.
     denied: set[str] = field(default_factory=set)
+    # Whether callers hold s3:ListBucket on the bucket. Without it (the pipeline's roles), S3
+    # answers a missing key's GetObject/HeadObject with 403 AccessDenied, not 404 (S3 User Guide,
+    # GetObject permissions); moto always answers 404.
+    s3_list_bucket: bool = False
 
 
 def access_denied(control: ControlPlane, action: str, *, status: int = 400) -> None:

@@ -2,8 +2,9 @@
 
 AWS semantics kept: polls only while the mapping's State is Enabled (as an option also Disabling:
 control_plane.mapping_polls); batches up to BatchSize; at most MaximumConcurrency batches at once;
-deletes what succeeded; honours `batchItemFailures` (an invalid response fails the whole batch); an
-invocation error returns the whole batch to the queue, where the visibility timeout and the queue's
+deletes what succeeded; honours `batchItemFailures` (an invalid response fails the whole batch); ends
+an invocation at the function's timeout (on emulated time); an invocation error or timeout returns
+the rest of the batch to the queue, where the visibility timeout and the queue's
 redrive policy (moto's) take over.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import boto3
 
-from .clock import ClockStopped, VirtualClock
+from .clock import ClockStopped, DeadlineReached, VirtualClock
 from .control_plane import mapping_polls, state_change_at
 from .moto_fixes import SQS_LOCK
 
@@ -28,8 +29,9 @@ IDLE_POLL_SECONDS = 1.0
 LONG_POLL_SECONDS = 20.0  # Lambda's pollers use SQS long polling
 
 
-class InvocationCrash(RuntimeError):
-    """The function's runtime died mid-batch (an injected fault): nothing from the batch is deleted."""
+class InvocationCrash(BaseException):
+    """The function's runtime died mid-batch (an injected fault): Lambda deletes nothing from the
+    batch. A BaseException, as a runtime that exits cannot be caught by the handler's code."""
 
 
 @dataclass
@@ -42,9 +44,13 @@ class LambdaContext:
     function_version: str = "$LATEST"
     log_group_name: str = ""
     log_stream_name: str = "emulated"
+    # The emulated clock, where the invocation runs against its timeout on emulated time.
+    clock: VirtualClock | None = None
 
     def get_remaining_time_in_millis(self) -> int:
-        return self.timeout_seconds * 1000
+        if self.clock is None:
+            return self.timeout_seconds * 1000
+        return int(min(self.clock.remaining(), self.timeout_seconds) * 1000)
 
 
 class EventSourceMappingEmulator:
@@ -58,7 +64,6 @@ class EventSourceMappingEmulator:
         max_concurrency: int,
         handler_factory: Callable[[int], Callable[[dict, object], dict]],
         timeout_seconds: int,
-        before_invoke: Callable[[dict], None] | None = None,
     ):
         self.clock = clock
         self.mapping_uuid = mapping_uuid
@@ -68,7 +73,6 @@ class EventSourceMappingEmulator:
         # state of its own (the handler's BatchProcessor must not be shared between invocations).
         self.handler_factory = handler_factory
         self.timeout_seconds = timeout_seconds
-        self.before_invoke = before_invoke
         self._lambda = boto3.client("lambda", region_name=region)
         self._sqs = boto3.client("sqs", region_name=region)
         mapping = self._lambda.get_event_source_mapping(UUID=mapping_uuid)
@@ -217,14 +221,20 @@ class EventSourceMappingEmulator:
             memory_limit_in_mb=256,
             aws_request_id=str(uuid.uuid4()),
             timeout_seconds=self.timeout_seconds,
+            clock=self.clock,
         )
         self._count("invocations")
         self._count("messagesReceived", len(messages))
         try:
-            if self.before_invoke:
-                self.before_invoke(event)
-            response = handler(event, context)
-        except Exception as error:  # the whole batch fails, as for a crashed or failed invocation
+            # Lambda ends the invocation at its timeout, wherever it is: what the handler had not
+            # deleted comes back after the visibility timeout, like a crash.
+            with self.clock.deadline(self.timeout_seconds):
+                response = handler(event, context)
+        except DeadlineReached:
+            self._count("timeouts")
+            self.errors.append(f"Task timed out after {self.timeout_seconds} seconds")
+            return
+        except (Exception, InvocationCrash) as error:  # the whole batch fails, as for a crash
             self._count("invocationErrors")
             self.errors.append(f"{type(error).__name__}: {error}")
             return

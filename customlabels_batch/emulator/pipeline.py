@@ -35,7 +35,8 @@ from . import functions, moto_fixes, patches
 from .clock import VirtualClock
 from .control_plane import ControlPlane, external_update
 from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
-from .event_source_mapping import EventSourceMappingEmulator, InvocationCrash, LambdaContext
+from .data_plane import MAX_KEY_BYTES
+from .event_source_mapping import EventSourceMappingEmulator, LambdaContext
 from .metrics import ingest_flushed_metrics
 from .state import Emulation
 
@@ -53,7 +54,7 @@ FAULTS = {
     "model-start-failure": "The model goes STARTING -> FAILED instead of RUNNING.",
     "model-start-timeout": "The model stays STARTING longer than modelStartTimeoutSeconds.",
     "throttling-storm": "Every DetectCustomLabels call is throttled for the first 3 minutes the model runs.",
-    "processor-crash": "The processor's runtime crashes on every batch that holds the first image uploaded.",
+    "processor-crash": "The processor's runtime dies whenever it labels the first image uploaded.",
     "abort-during-drain": "Someone stops the execution just after image processing is enabled.",
     "model-stopped-externally": "Someone stops the model in the console a minute into the drain.",
     "mapping-disabled-externally": "Someone (or a racing run) disables the mapping a minute into the drain.",
@@ -66,7 +67,11 @@ FAULTS = {
     "model-started-externally": "Someone started the model before the run, with 4 inference units.",
     "output-write-denied": "Every PutObject the pipeline sends is denied (a bucket policy it does not meet).",
     "model-access-denied": "DetectCustomLabels is denied to the processor (AccessDeniedException).",
+    "slow-calls": "Each DetectCustomLabels call takes 1.3x the function's timeout / the batch size.",
+    "object-deleted-before-processing": "The first image is deleted before the run, and a message without a "
+    "size names an object that no longer exists.",
 }
+SLOW_CALLS_FACTOR = 1.3
 EXTERNAL_CHANGE_AFTER_SECONDS = 60.0  # into the drain, for the faults that touch resources mid-run
 STUCK_TRANSITION_SECONDS = 600.0
 
@@ -181,6 +186,11 @@ class EmulatedPipeline:
             behaviour.start_seconds = config.model_start_timeout_seconds + 3600
         if "throttling-storm" in self.options.faults:
             behaviour.throttle_windows = [(0.0, 180.0)]
+        if "slow-calls" in self.options.faults:
+            # A whole batch of such calls would overrun the function's timeout.
+            behaviour.latency_seconds = (
+                SLOW_CALLS_FACTOR * config.processor_timeout_seconds / config.batch_size
+            )
         self.model = EmulatedModel(
             clock=self.clock,
             project_arn=config.project_arn,
@@ -202,6 +212,8 @@ class EmulatedPipeline:
             self.emulation.control.denied.add("rekognition:DetectCustomLabels")
         if "guard-lag" in faults:
             self.emulation.control.list_executions_lag_seconds = 60.0
+        if "processor-crash" in faults:
+            self.emulation.crashes_on = lambda key: bool(self.uploaded) and key == self.uploaded[0]
 
         region = config.region
         self.s3 = boto3.client("s3", region_name=region)
@@ -274,7 +286,10 @@ class EmulatedPipeline:
             BillingMode="PAY_PER_REQUEST",
         )
         processor_environment = config.function_environment(
-            Use.PROCESSOR, bucket=self.bucket, runStateTable=self.run_state_table
+            Use.PROCESSOR,
+            bucket=self.bucket,
+            runStateTable=self.run_state_table,
+            deadLetterQueueUrl=self.dlq_url,
         )
         function_arn = self.lam.create_function(
             FunctionName="image-processor",
@@ -324,7 +339,6 @@ class EmulatedPipeline:
         )["stateMachineArn"]
 
         self._processor_environment = processor_environment
-        crash_on = self._crash_key if "processor-crash" in self.options.faults else None
         self.mapping = EventSourceMappingEmulator(
             clock=self.clock,
             region=region,
@@ -333,7 +347,6 @@ class EmulatedPipeline:
             max_concurrency=config.concurrency,
             handler_factory=self._load_processor,
             timeout_seconds=config.processor_timeout_seconds,
-            before_invoke=crash_on,
         )
         self.mapping.start()
 
@@ -381,16 +394,6 @@ class EmulatedPipeline:
             "QueueArn"
         ]
 
-    def _crash_key(self, event: dict) -> None:
-        if not self.uploaded:
-            return
-        poison = self.uploaded[0]
-        for record in event["Records"]:
-            body = json.loads(record["body"])
-            for s3_record in body.get("Records", []):
-                if unquote_plus(s3_record["s3"]["object"]["key"]) == poison:
-                    raise InvocationCrash(f"Runtime exited while processing {poison} (injected fault)")
-
     # ---- inputs --------------------------------------------------------------------------
     def upload(self, uploads: Iterable[Upload]) -> list[str]:
         """Put objects under the input prefix. Straight into moto's S3 backend, which sends the same
@@ -401,6 +404,8 @@ class EmulatedPipeline:
         keys = []
         for item in uploads:
             key = self.config.input_prefix + item.key
+            if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+                raise ValueError(f"S3 refuses keys over {MAX_KEY_BYTES} bytes: {key[:60]}...")
             backend.put_object(self.bucket, key, item.body)
             self.uploaded.append(key)
             keys.append(key)
@@ -440,6 +445,8 @@ class EmulatedPipeline:
         started = self.clock.now()
         period = _schedule_period(self.config.schedule) if self.config.schedule_enabled else None
         with self.clock.actor():
+            if "object-deleted-before-processing" in self.options.faults:
+                self._delete_before_processing()
             self.start_execution({"trigger": "schedule"})
             if "duplicate-trigger" in self.options.faults:
                 self.start_execution({"trigger": "schedule"})  # the same event, delivered again
@@ -503,6 +510,22 @@ class EmulatedPipeline:
         if "guard-lag" in faults and now >= run_started + 10:
             self.start_execution({"trigger": "schedule"})
             self._fault_done(now, "guard-lag", "a second trigger during the listing lag (fault)")
+
+    def _delete_before_processing(self) -> None:
+        """Fault "object-deleted-before-processing": the first image's notification is queued with
+        its size, and a hand-written message names a key without a size; neither object exists."""
+        self.s3.delete_object(Bucket=self.bucket, Key=self.uploaded[0])
+        gone = f"{self.config.input_prefix}deleted-before-processing.jpg"
+        record = {
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": self.bucket}, "object": {"key": gone}},
+        }
+        self.send_messages([json.dumps({"Records": [record]})])
+        self._fault_done(
+            self.clock.now(), "object-deleted-before-processing", "two queued images were deleted"
+        )
 
     def _fault_done(self, now: float, fault: str, event: str) -> None:
         self._done_faults.add(fault)

@@ -82,6 +82,11 @@ def _rekognition(emulation: Emulation) -> list[Any]:
     def detect_custom_labels(self):
         model = _model(self._get_param("ProjectVersionArn"))
         image = self._get_param("Image") or {}
+        name = image.get("S3Object", {}).get("Name", "")
+        if emulation.crashes_on(name):
+            from .event_source_mapping import InvocationCrash
+
+            raise InvocationCrash(f"Runtime exited while labeling {name} (injected fault)")
         data = None
         if "S3Object" in image:
             data = _read_s3_object(self.current_account, self.partition, image["S3Object"])

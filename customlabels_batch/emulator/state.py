@@ -27,3 +27,6 @@ class Emulation:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # How the emulated control plane behaves where AWS is slower or stricter than moto; faults too.
     control: ControlPlane = field(default_factory=ControlPlane)
+    # Fault "processor-crash": the function's runtime dies when it asks the model to label a key
+    # for which this says True (an image that takes its memory, say).
+    crashes_on: Callable[[str], bool] = lambda key: False

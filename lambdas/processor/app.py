@@ -50,7 +50,10 @@ TRANSIENT_ERRORS = frozenset(
     {
         "ThrottlingException",
         "ProvisionedThroughputExceededException",
+        # The model is not RUNNING, or its version is gone: the orchestration's business (it stops
+        # the run); the image waits in the queue for a run with a model.
         "ResourceNotReadyException",
+        "ResourceNotFoundException",
         "LimitExceededException",
         "InternalServerError",
         "ServiceUnavailable",
@@ -80,6 +83,10 @@ class TransientImageError(Exception):
     """Labeling failed for a reason that may pass (throttling, model not ready, 5xx, network)."""
 
 
+class NotAttemptedError(TransientImageError):
+    """Not started, for want of time: back to the queue at once, without a back-off."""
+
+
 class PipelineMisconfiguredError(Exception):
     """The pipeline itself cannot work (its writes or its model access are denied): no image can
     succeed until someone fixes it, so calling the paid model again would be money thrown away."""
@@ -87,6 +94,28 @@ class PipelineMisconfiguredError(Exception):
 
 # Error codes that say the pipeline's own permissions (IAM, a bucket or key policy) refuse it.
 DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "KMS.AccessDeniedException"})
+
+# What an AWS error means for the message, decided by its code where the code is known and by its
+# HTTP status where it is not (an unknown code is never "unexpected").
+IMAGE, DENIED, THROTTLED, TRANSIENT, REFUSED = "image", "denied", "throttled", "transient", "refused"
+
+
+def classify(error: ClientError) -> str:
+    """IMAGE: the image is unusable; DENIED: the pipeline is refused (403); THROTTLED: capacity is
+    fully used (429); TRANSIENT: may pass (5xx, model not ready); REFUSED: any other 4xx, a request
+    that can never succeed as sent."""
+    code, status = _error_code(error), _status(error)
+    if code in PERMANENT_IMAGE_ERRORS:
+        return IMAGE
+    if code in DENIED_CODES or status == 403:
+        return DENIED
+    if code in THROTTLE_CODES or status == 429:
+        return THROTTLED
+    if code in TRANSIENT_ERRORS or status >= 500 or not status:
+        return TRANSIENT
+    return REFUSED
+
+
 # After a denial this execution environment calls nothing for this long; the messages come back
 # after MISCONFIGURED_RETRY_SECONDS, so they do not burn their receives while the run stalls.
 BREAKER_SECONDS = 300.0
@@ -157,36 +186,56 @@ TIME_MARGIN_SECONDS = 10.0
 
 
 class TimeBudget:
-    """How long this invocation may still start work (on the monotonic clock)."""
+    """How long this invocation may still start work (on the monotonic clock): a call is started
+    only if the slowest call of this invocation so far would still end a margin before the timeout."""
 
     def __init__(self) -> None:
         self.until = math.inf
+        self.slowest_call = 0.0
 
     def start(self, context: LambdaContext) -> None:
         self.until = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - TIME_MARGIN_SECONDS
+        self.slowest_call = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.slowest_call = max(self.slowest_call, seconds)
 
     def left(self) -> bool:
-        return time.monotonic() < self.until
+        return time.monotonic() + self.slowest_call < self.until
 
     def check(self, what: str) -> None:
         if not self.left():
-            raise TransientImageError(f"Out of time before {what}: left for the next delivery.")
+            raise NotAttemptedError(f"Out of time before {what}: left for the next delivery.")
 
 
 budget = TimeBudget()
 
 
 def record_handler(record: SQSRecord) -> None:
+    # A message delivered before was in an invocation that failed it, crashed or timed out: it is
+    # marked while it is attempted, so that one found marked was being attempted when its
+    # invocation died, and is not attempted again.
+    retried = _receives(record) > 1
     try:
         breaker.check()
         budget.check("this message")
-        _process_message(record)
+        if retried and _died_during_last_attempt(record):
+            _move_to_dead_letter_queue(record)
+        else:
+            _process_message(record)
     except PipelineMisconfiguredError as error:
         if not str(error).startswith("Not attempted"):
             breaker.trip(str(error))
             logger.error("The pipeline is misconfigured; no more model calls for now", reason=str(error))
         metrics.add_metric(name="PipelineMisconfigured", unit=MetricUnit.Count, value=1)
+        _unmark(record, retried)
         _retry_soon(record, MISCONFIGURED_RETRY_SECONDS, back_off=False)
+        raise
+    except NotAttemptedError as error:
+        logger.info("Message left for the next delivery", messageId=record.message_id, reason=str(error))
+        metrics.add_metric(name="NotAttempted", unit=MetricUnit.Count, value=1)
+        _unmark(record, retried)
+        _retry_soon(record, 0, back_off=False)
         raise
     except Exception as error:
         if isinstance(error, TransientImageError):
@@ -194,8 +243,12 @@ def record_handler(record: SQSRecord) -> None:
         else:
             logger.exception("Message failed unexpectedly; it will be retried", messageId=record.message_id)
         metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
+        _unmark(record, retried)
         _retry_soon(record, SETTINGS.retry_delay_seconds)
         raise
+    # Nothing here runs when the runtime dies (a crash, the timeout): the mark stays.
+    _unmark(record, retried)
+    _delete(record)
 
 
 @logger.inject_lambda_context
@@ -203,11 +256,129 @@ def record_handler(record: SQSRecord) -> None:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     budget.start(context)
+    records = event.get("Records", [])
+    _hold_for_this_invocation(records, context)
+    # First deliveries first, retried messages after them: each message is deleted as soon as it is
+    # done, so if a retried message kills the invocation, the first deliveries are not lost with it.
+    event = {**event, "Records": sorted(records, key=lambda r: _receives(SQSRecord(r)))}
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    _count_progress(len(event.get("Records", [])) - len(response.get("batchItemFailures", [])))
+    _count_progress(len(records) - len(response.get("batchItemFailures", [])))
     return response
+
+
+# A crashed or timed-out invocation's messages come back this long after its timeout, not after the
+# queue's visibility timeout (6x the function's timeout, for the mapping's own retries).
+IN_FLIGHT_GRACE_SECONDS = 30
+
+
+def _receives(record: SQSRecord) -> int:
+    return int(record.attributes.approximate_receive_count or 1)
+
+
+def _queue_url(record: SQSRecord) -> tuple[Any, str]:
+    """The SQS client and URL of the record's queue, in its partition (the client's endpoint carries
+    the DNS suffix: amazonaws.com.cn, ...)."""
+    _, _, _, region, account, queue_name = record.event_source_arn.split(":")
+    client = sqs_client(region)
+    return client, f"{client.meta.endpoint_url}/{account}/{queue_name}"
+
+
+def _hold_for_this_invocation(raw_records: list[dict[str, Any]], context: LambdaContext) -> None:
+    """Hold the batch's messages for this invocation's remaining time and a grace period only. Best
+    effort: if it fails, a crash's messages come back after the queue's visibility timeout."""
+    if not raw_records:
+        return
+    seconds = math.ceil(context.get_remaining_time_in_millis() / 1000) + IN_FLIGHT_GRACE_SECONDS
+    records = [SQSRecord(r) for r in raw_records]
+    try:
+        client, url = _queue_url(records[0])
+        for start in range(0, len(records), 10):
+            client.change_message_visibility_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": r.receipt_handle, "VisibilityTimeout": seconds}
+                    for i, r in enumerate(records[start : start + 10])
+                ],
+            )
+    except Exception:
+        logger.warning("Could not shorten the batch's visibility", exc_info=True)
+
+
+def _delete(record: SQSRecord) -> None:
+    """Delete a message as soon as it is done (the mapping deletes it too, at the end of the batch;
+    deleting twice is harmless): a crash later in the batch then re-delivers only unfinished work."""
+    try:
+        client, url = _queue_url(record)
+        client.delete_message(QueueUrl=url, ReceiptHandle=record.receipt_handle)
+    except Exception:
+        logger.warning(
+            "Could not delete a finished message early", messageId=record.message_id, exc_info=True
+        )
+
+
+def _mark_key(record: SQSRecord) -> dict[str, Any]:
+    return {"id": {"S": f"attempt#{record.message_id}"}}
+
+
+# Marks expire with the DLQ's retention (the table's TTL deletes them; a message is gone by then).
+MARK_SECONDS = 14 * 24 * 3600
+
+
+def _died_during_last_attempt(record: SQSRecord) -> bool:
+    """Mark the retried message as being attempted; True if it already was, i.e. the invocation that
+    last attempted it died (a crash or the timeout) before finishing it. If the mark cannot be
+    read or written, the message is attempted as usual."""
+    try:
+        old = dynamodb_client().update_item(
+            TableName=SETTINGS.run_state_table,
+            Key=_mark_key(record),
+            UpdateExpression="ADD attempts :one SET expiresAt = :expires",
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":expires": {"N": str(int(datetime.now(UTC).timestamp()) + MARK_SECONDS)},
+            },
+            ReturnValues="UPDATED_OLD",
+        )
+    except Exception:
+        logger.warning("Could not mark a retried message", messageId=record.message_id, exc_info=True)
+        return False
+    return int(old.get("Attributes", {}).get("attempts", {}).get("N", "0")) > 0
+
+
+def _unmark(record: SQSRecord, marked: bool) -> None:
+    if not marked:
+        return
+    try:
+        dynamodb_client().delete_item(TableName=SETTINGS.run_state_table, Key=_mark_key(record))
+    except Exception:
+        # The next delivery would take it for a crash and move it to the DLQ: say so.
+        logger.warning("Could not unmark a retried message", messageId=record.message_id, exc_info=True)
+
+
+def _move_to_dead_letter_queue(record: SQSRecord) -> None:
+    """The message's last attempt died with its invocation (it crashes the runtime, or never ends in
+    time): another attempt would only kill another batch and keep the model waiting."""
+    client, url = _queue_url(record)
+    client.send_message(
+        QueueUrl=SETTINGS.dead_letter_queue_url,
+        MessageBody=record.body,
+        MessageAttributes={
+            "reason": {
+                "DataType": "String",
+                "StringValue": "Its last attempt died with its invocation (a crash or the timeout); "
+                "not attempted again.",
+            },
+            "sourceQueue": {"DataType": "String", "StringValue": url},
+        },
+    )
+    metrics.add_metric(name="CrashedMessages", unit=MetricUnit.Count, value=1)
+    logger.error(
+        "Moved a message whose last attempt died with its invocation to the DLQ",
+        messageId=record.message_id,
+        receives=_receives(record),
+    )
 
 
 def _count_progress(accounted: int) -> None:
@@ -346,16 +517,19 @@ def _with_size(image: ImageRef) -> ImageRef:
     try:
         head = s3_client().head_object(Bucket=image.bucket, Key=image.key)
     except ClientError as error:
-        if _error_code(error) in ("404", "NoSuchKey", "NotFound"):
+        kind = classify(error)
+        if _status(error) == 404:
             raise PermanentImageError("ObjectNotFound", "The object no longer exists.") from None
-        if _error_code(error) in ("403", *DENIED_CODES):
+        if kind == DENIED:
             # S3 answers 403 for a missing object to a reader without s3:ListBucket (this one).
             raise PermanentImageError(
                 "ObjectNotFound", "The object no longer exists (or the pipeline may not read it)."
             ) from None
-        if _is_transient(error):
+        if kind in (TRANSIENT, THROTTLED):
             raise TransientImageError(f"HeadObject failed: {error}") from error
-        raise
+        raise PermanentImageError(
+            _error_code(error) or str(_status(error)), f"HeadObject refused: {error}"
+        ) from None
     etag = image.etag or head.get("ETag", "").strip('"') or None
     return ImageRef(bucket=image.bucket, key=image.key, etag=etag, size=head["ContentLength"])
 
@@ -371,24 +545,31 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
         params["MaxResults"] = SETTINGS.max_results
     for attempt in range(1, THROTTLE_ATTEMPTS + 1):
         pacer.wait_for_turn(SETTINGS.max_calls_per_second)
+        started = time.monotonic()
         try:
             return rekognition_client().detect_custom_labels(**params)["CustomLabels"]
         except ClientError as error:
-            code = _error_code(error)
-            if code in PERMANENT_IMAGE_ERRORS:
+            code, kind = _error_code(error), classify(error)
+            if kind == IMAGE:
                 raise PermanentImageError(code, PERMANENT_IMAGE_ERRORS[code]) from None
-            if code in DENIED_CODES:
+            if kind == DENIED:
                 raise PipelineMisconfiguredError(f"DetectCustomLabels is denied: {error}") from error
-            if code in THROTTLE_CODES and attempt < THROTTLE_ATTEMPTS and budget.left():
+            if kind == THROTTLED and attempt < THROTTLE_ATTEMPTS and budget.left():
                 # The model's capacity is fully used: a slot frees within a second, so retry
                 # soon instead of backing off for seconds and leaving paid capacity idle.
                 time.sleep(random.uniform(*THROTTLE_PAUSE_SECONDS))
                 continue
-            if _is_transient(error):
+            if kind in (TRANSIENT, THROTTLED):
                 raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
-            raise
+            # Any other 4xx: this request, for this image, can never succeed as sent.
+            logger.warning("DetectCustomLabels refused the image", errorCode=code, status=_status(error))
+            raise PermanentImageError(
+                code or str(_status(error)), f"DetectCustomLabels refused it: {error}"
+            ) from None
         except (ConnectionError, HTTPClientError) as error:
             raise TransientImageError(f"Could not reach Rekognition: {error}") from error
+        finally:
+            budget.observe(time.monotonic() - started)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -416,9 +597,11 @@ def _error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
-def _is_transient(error: ClientError) -> bool:
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return _error_code(error) in TRANSIENT_ERRORS or status >= 500
+def _status(error: ClientError) -> int:
+    """The HTTP status; S3's answers to HEAD have no body, so their code is the status ("403")."""
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    code = _error_code(error)
+    return status or (int(code) if code.isdigit() else 0)
 
 
 def output_key(key: str, prefix: str, input_prefix: str) -> str:
@@ -477,11 +660,12 @@ def _put_json(bucket: str, key: str, document: dict[str, Any]) -> None:
             ContentType="application/json",
         )
     except ClientError as error:
-        if _error_code(error) in DENIED_CODES:
-            raise PipelineMisconfiguredError(
-                f"PutObject to s3://{bucket}/{key} is denied: {error}"
-            ) from error
-        raise
+        kind = classify(error)
+        if kind in (TRANSIENT, THROTTLED):
+            raise TransientImageError(f"PutObject to s3://{bucket}/{key} failed: {error}") from error
+        # Denied, or refused as sent (a bucket policy or setting every write of ours would meet the
+        # same way): the pipeline cannot write, whatever the image.
+        raise PipelineMisconfiguredError(f"PutObject to s3://{bucket}/{key} is refused: {error}") from error
 
 
 MAX_RETRY_DELAY_SECONDS = 300
@@ -499,11 +683,9 @@ def _retry_soon(record: SQSRecord, base_seconds: int, *, back_off: bool = True) 
     receives = int(record.attributes.approximate_receive_count or 1)
     delay_seconds = retry_delay(base_seconds, receives) if back_off else base_seconds
     try:
-        _, _, _, region, account, queue_name = record.event_source_arn.split(":")
-        client = sqs_client(region)
-        # The client's endpoint carries the partition's DNS suffix (amazonaws.com.cn, ...).
+        client, url = _queue_url(record)
         client.change_message_visibility(
-            QueueUrl=f"{client.meta.endpoint_url}/{account}/{queue_name}",
+            QueueUrl=url,
             ReceiptHandle=record.receipt_handle,
             VisibilityTimeout=delay_seconds,
         )
