@@ -122,6 +122,8 @@ class Monitoring(Construct):
                     self.error_records,
                     processor_metric("TransientFailures", "Transient failures (retried)"),
                     processor_metric("PipelineMisconfigured", "Refused: writes or model access denied"),
+                    processor_metric("NotAttempted", "Left for the next delivery (out of time)"),
+                    processor_metric("CrashedMessages", "Moved to the DLQ: died with their invocation"),
                 ],
             ),
             _graph("Labels found", [processor_metric("LabelsFound", "Labels found")]),

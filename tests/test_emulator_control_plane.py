@@ -425,3 +425,78 @@ def test_an_already_running_external_start_is_running_at_once(world):
         6,
     )
     assert _code(_start, world) == "ResourceInUseException"
+
+
+# ---- Lambda's timeout and S3's data plane ---------------------------------------------------------
+
+
+def test_an_invocation_is_cut_off_at_its_timeout_and_its_batch_comes_back(world):
+    world.create_mapping()
+    world.sqs.set_queue_attributes(QueueUrl=world.queue_url, Attributes={"VisibilityTimeout": "100"})
+    seen: list[tuple[float, int]] = []
+
+    def handler(event, context):
+        seen.append((world.clock.now(), context.get_remaining_time_in_millis()))
+        world.clock.sleep(45)
+        seen.append((world.clock.now(), context.get_remaining_time_in_millis()))
+        try:
+            world.clock.sleep(45)  # past the 60 s timeout: the runtime is stopped in its sleep
+        except Exception:  # the handler cannot catch its own timeout
+            seen.append((world.clock.now(), -1))
+        raise AssertionError("unreachable: the invocation ended at its timeout")
+
+    pollers = EventSourceMappingEmulator(
+        clock=world.clock,
+        region=REGION,
+        mapping_uuid=world.uuid,
+        queue_url=world.queue_url,
+        max_concurrency=1,
+        handler_factory=lambda index: handler,
+        timeout_seconds=60,
+    )
+    pollers.start()
+    try:
+        with world.clock.actor():
+            world.sqs.send_message(QueueUrl=world.queue_url, MessageBody="{}")
+            world.update(Enabled=True)
+            world.clock.sleep(130)
+    finally:
+        pollers.stop()
+    # Invoked when Enabling ended (15 s), told 60 s were left, then 15 s; stopped at 75 s. The message
+    # was not deleted: it came back after the visibility timeout (115 s).
+    times = [t for t, _ in seen]
+    assert times == pytest.approx([15.0, 60.0, 115.0, 160.0], abs=0.01)
+    assert [left for _, left in seen] == [60_000, 15_000, 60_000, 15_000]
+    assert pollers.stats["timeouts"] >= 1
+    assert pollers.stats["messagesDeleted"] == 0
+    assert "Task timed out after 60 seconds" in pollers.errors
+
+
+@pytest.fixture
+def bucket(world):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="images")
+    return s3
+
+
+def test_s3_refuses_keys_over_1024_bytes(world, bucket):
+    bucket.put_object(Bucket="images", Key="k" * 1024, Body=b"x")
+    assert _error(bucket.put_object, Bucket="images", Key="k" * 1025, Body=b"x") == ("KeyTooLongError", 400)
+    # Bytes, not characters: 342 three-byte characters are 1,026 bytes.
+    assert _code(bucket.put_object, Bucket="images", Key="€" * 342, Body=b"x") == "KeyTooLongError"
+
+
+def test_a_missing_key_is_403_to_a_caller_without_list_bucket(world, bucket):
+    assert _error(bucket.head_object, Bucket="images", Key="gone.jpg") == ("403", 403)
+    assert _error(bucket.get_object, Bucket="images", Key="gone.jpg") == ("AccessDenied", 403)
+
+
+@control(s3_list_bucket=True)
+def test_a_missing_key_is_404_to_a_caller_with_list_bucket(world, bucket):
+    assert _error(bucket.head_object, Bucket="images", Key="gone.jpg") == ("404", 404)
+    assert _error(bucket.get_object, Bucket="images", Key="gone.jpg") == ("NoSuchKey", 404)
+
+
+def test_denied_put_object_is_access_denied(world, bucket):
+    world.emulation.control.denied.add("s3:PutObject")
+    assert _error(bucket.put_object, Bucket="images", Key="a.json", Body=b"{}") == ("AccessDenied", 403)

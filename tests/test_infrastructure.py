@@ -648,11 +648,22 @@ def test_processor_role_is_scoped_to_prefixes_model_queue_and_log_group(synth):
         "sqs:GetQueueAttributes": [queue_arn],
         "sqs:GetQueueUrl": [queue_arn],
         "sqs:ReceiveMessage": [queue_arn],
-        "dynamodb:UpdateItem": [{"Fn::GetAtt": [table_id, "Arn"]}],
+        "dynamodb:UpdateItem": [{"Fn::GetAtt": [table_id, "Arn"]}, {"Fn::GetAtt": [table_id, "Arn"]}],
+        "dynamodb:DeleteItem": [{"Fn::GetAtt": [table_id, "Arn"]}],
+        # Only to move a message whose attempt died with its invocation.
+        "sqs:SendMessage": [{"Fn::GetAtt": [synth.logical_id("AWS::SQS::Queue", "DeadLetterQueue"), "Arn"]}],
     }
-    # The progress counter is the one item it may update.
-    [progress] = [s for s in _role_statements(synth, role_id) if s["Action"] == "dynamodb:UpdateItem"]
-    assert progress["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["progress"]}}
+    # The items it may write: the progress counter, and the marks on retried messages.
+    conditions = {s["Sid"]: s["Condition"] for s in _role_statements(synth, role_id) if "Condition" in s}
+    assert conditions.keys() == {"CountProgress", "MarkRetriedMessages"}
+    assert conditions["CountProgress"] == {
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["progress"]}
+    }
+    assert conditions["MarkRetriedMessages"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["attempt#*"]}
+    }
+    table = synth.resources[table_id]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
     # No AWS managed policy (AWSLambdaBasicExecutionRole would allow logs on every log group).
     assert "ManagedPolicyArns" not in synth.resources[role_id]["Properties"]
 

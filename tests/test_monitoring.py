@@ -139,6 +139,8 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
             (NAMESPACE, "ErrorRecords", SERVICE),
             (NAMESPACE, "TransientFailures", SERVICE),
             (NAMESPACE, "PipelineMisconfigured", SERVICE),
+            (NAMESPACE, "NotAttempted", SERVICE),
+            (NAMESPACE, "CrashedMessages", SERVICE),
         ],
         "Labels found": [(NAMESPACE, "LabelsFound", SERVICE)],
         "Processor errors and throttles": [
@@ -354,6 +356,8 @@ def test_processor_metrics_are_the_ones_the_handler_emits(synth):
             "TransientFailures",
             "LabelsFound",
             "PipelineMisconfigured",
+            "NotAttempted",
+            "CrashedMessages",
         }
     )
 
