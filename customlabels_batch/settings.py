@@ -55,6 +55,11 @@ LEASE_MARGIN_SECONDS = 900
 QUEUE_RETENTION_DAYS = 12
 DEAD_LETTER_RETENTION_DAYS = 14
 OLDEST_MESSAGE_ALARM_DAYS = QUEUE_RETENTION_DAYS - 2
+# The triage's asynchronous invocation (the stack configures it, the emulator acts on it): two retries
+# after a function error (Lambda waits about 1 and 2 minutes), events retried for up to six hours
+# (Lambda's maximum; throttles do not use up retries), then the event goes to the failure queue.
+TRIAGE_RETRY_ATTEMPTS = 2
+TRIAGE_MAX_EVENT_AGE_SECONDS = 6 * 3600
 # SQS: a queue's visibility timeout is at most 12 hours.
 MAX_VISIBILITY_TIMEOUT_SECONDS = 43200
 

@@ -11,18 +11,17 @@ from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from customlabels_batch.settings import Settings, Use
+from customlabels_batch.settings import (
+    TRIAGE_MAX_EVENT_AGE_SECONDS,
+    TRIAGE_RETRY_ATTEMPTS,
+    Settings,
+    Use,
+)
 from stacks.functions import acknowledge_prefix_access, python_function
 from stacks.ingest import Ingest
 from stacks.processor import Processor
 
 HANDLER = "triage.app.lambda_handler"
-# Lambda's asynchronous invocation: two retries after a function error (about 1 and 2 minutes
-# later); an event that still fails, or waits longer than the maximum age (throttles, Lambda's own
-# errors: retried for up to that long), goes to the failure queue. Six hours is Lambda's maximum:
-# the longest Lambda keeps trying before an image needs a person.
-RETRY_ATTEMPTS = 2
-MAX_EVENT_AGE = Duration.hours(6)
 # SQS's maximum: an upload nobody triaged stays until someone has looked at it.
 FAILURE_QUEUE_RETENTION = Duration.days(14)
 TIMEOUT_SECONDS = 30
@@ -105,8 +104,11 @@ class Triage(Construct):
             "AsyncInvoke",
             function_name=self.function.function_name,
             qualifier="$LATEST",
-            maximum_retry_attempts=RETRY_ATTEMPTS,
-            maximum_event_age_in_seconds=int(MAX_EVENT_AGE.to_seconds()),
+            # An event that still fails after its retries, or waits longer than the maximum age
+            # (throttles, Lambda's own errors), goes to the failure queue: six hours is Lambda's
+            # maximum, the longest it keeps trying before an image needs a person.
+            maximum_retry_attempts=TRIAGE_RETRY_ATTEMPTS,
+            maximum_event_age_in_seconds=TRIAGE_MAX_EVENT_AGE_SECONDS,
             destination_config=lambda_.CfnEventInvokeConfig.DestinationConfigProperty(
                 on_failure=lambda_.CfnEventInvokeConfig.OnFailureProperty(
                     destination=self.failure_queue.queue_arn
