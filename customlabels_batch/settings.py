@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel, to_pascal
 
 STATE_MACHINE_ASL = Path(str(resources.files("customlabels_batch.statemachine") / "batch_run.asl.json"))
-# The environment variable both Lambda functions read their settings from (lambdas/settings.py).
+# The environment variable the Lambda functions read their settings from (lambdas/settings.py).
 FUNCTION_SETTINGS_VARIABLE = "PIPELINE_SETTINGS"
 # The console script; messages and alarm texts tell people to run it.
 CLI_NAME = "customlabels-batch"
@@ -34,6 +34,8 @@ CONCURRENCY_PER_INFERENCE_UNIT = 3
 # read its metrics by these).
 PROCESSOR_SERVICE_NAME = "customlabels-processor"
 PROCESSOR_METRICS_NAMESPACE = "CustomLabelsBatch"
+# The triage's Powertools service name (its metrics share the processor's namespace).
+TRIAGE_SERVICE_NAME = "customlabels-triage"
 # Execution statuses after which a Catch cannot have run (FAILED included: a States.Runtime error in
 # a Pass or Choice state skips every Catch); the status-change rule starts a clean-up run for them.
 CLEANUP_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
@@ -53,6 +55,11 @@ LEASE_MARGIN_SECONDS = 900
 QUEUE_RETENTION_DAYS = 12
 DEAD_LETTER_RETENTION_DAYS = 14
 OLDEST_MESSAGE_ALARM_DAYS = QUEUE_RETENTION_DAYS - 2
+# The triage's asynchronous invocation (the stack configures it, the emulator acts on it): two retries
+# after a function error (Lambda waits about 1 and 2 minutes), events retried for up to six hours
+# (Lambda's maximum; throttles do not use up retries), then the event goes to the failure queue.
+TRIAGE_RETRY_ATTEMPTS = 2
+TRIAGE_MAX_EVENT_AGE_SECONDS = 6 * 3600
 # SQS: a queue's visibility timeout is at most 12 hours.
 MAX_VISIBILITY_TIMEOUT_SECONDS = 43200
 
@@ -82,10 +89,12 @@ class ConfigError(ValueError):
 
 
 class Use(StrEnum):
-    """Who reads a setting. The processor's and run recorder's settings reach their environment and
-    the state machine's become `${PascalCase}` definition substitutions without further wiring."""
+    """Who reads a setting. The functions' settings (triage, processor, run recorder) reach their
+    environment and the state machine's become `${PascalCase}` definition substitutions without
+    further wiring."""
 
     STACK = "stack"
+    TRIAGE = "triage"
     PROCESSOR = "processor"
     RUN_RECORDER = "run recorder"
     STATE_MACHINE = "state machine"
@@ -122,18 +131,26 @@ class Settings(BaseModel):
     )
     # ---- ingest --------------------------------------------------------------------------------
     input_prefix: str = setting(
-        "uploads under this prefix are queued",
+        "uploads under this prefix are triaged: images are queued, files the model cannot take get an "
+        "error record",
         Use.STACK,
+        Use.TRIAGE,
         Use.PROCESSOR,
         default="incoming/",
         pattern=_PREFIX,
         form=_PREFIX_FORM,
     )
     results_prefix: str = setting(
-        "one JSON result per image", Use.PROCESSOR, default="results/", pattern=_PREFIX, form=_PREFIX_FORM
+        "one JSON result per image",
+        Use.TRIAGE,
+        Use.PROCESSOR,
+        default="results/",
+        pattern=_PREFIX,
+        form=_PREFIX_FORM,
     )
     errors_prefix: str = setting(
         "one error record per unusable image or message",
+        Use.TRIAGE,
         Use.PROCESSOR,
         default="errors/",
         pattern=_PREFIX,
@@ -405,8 +422,9 @@ class Settings(BaseModel):
 
     def function_environment(self, use: Use, **resources: str) -> dict[str, str]:
         environment = {FUNCTION_SETTINGS_VARIABLE: self.function_settings(use, **resources)}
-        if use is Use.PROCESSOR:
-            environment["POWERTOOLS_SERVICE_NAME"] = PROCESSOR_SERVICE_NAME
+        services = {Use.PROCESSOR: PROCESSOR_SERVICE_NAME, Use.TRIAGE: TRIAGE_SERVICE_NAME}
+        if use in services:
+            environment["POWERTOOLS_SERVICE_NAME"] = services[use]
             environment["POWERTOOLS_METRICS_NAMESPACE"] = PROCESSOR_METRICS_NAMESPACE
         return environment
 

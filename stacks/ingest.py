@@ -1,21 +1,17 @@
-"""Ingest: the image bucket, its access-log bucket, and the queue (with DLQ) its uploads land in."""
+"""Ingest: the image bucket, its access-log bucket, and the queue (with DLQ) the triage puts images in."""
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from customlabels_batch.settings import DEAD_LETTER_RETENTION_DAYS, QUEUE_RETENTION_DAYS, Settings
 
-_NOTIFICATIONS_HANDLER_ID_PREFIX = "BucketNotificationsHandler"
-_BASIC_EXECUTION_POLICY = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-
 
 class Ingest(Construct):
-    """Bucket -> (object created under the input prefix) -> queue -> DLQ after max receives."""
+    """Bucket; queue -> DLQ after max receives. The triage (stacks/triage.py) connects them."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: Settings) -> None:
         super().__init__(scope, construct_id)
@@ -64,23 +60,3 @@ class Ingest(Construct):
             ),
             removal_policy=RemovalPolicy.DESTROY,
         )
-
-        # Prefix only, no suffix filter: suffix filters are case-sensitive (".JPG" != ".jpg"), and
-        # the processor turns unsupported files into error records, so nothing is dropped silently.
-        self.bucket.add_event_notification(
-            s3.EventType.OBJECT_CREATED,
-            s3n.SqsDestination(self.queue),
-            s3.NotificationKeyFilter(prefix=config.input_prefix),
-        )
-        # The notification is configured by CDK's singleton custom-resource handler (it orders the
-        # queue policy before the bucket configuration, which a plain template cannot).
-        stack = Stack.of(self)
-        for child in stack.node.children:
-            if child.node.id.startswith(_NOTIFICATIONS_HANDLER_ID_PREFIX):
-                Validations.of(child).acknowledge(
-                    Acknowledgment(
-                        id=f"AwsSolutions-IAM4[Policy::{_BASIC_EXECUTION_POLICY}]",
-                        reason="aws-cdk-lib's own S3-notification custom-resource handler (not "
-                        "configurable): it runs once per deployment and only writes its own logs.",
-                    )
-                )

@@ -16,12 +16,14 @@ from customlabels_batch.settings import (
     PROCESSOR_METRICS_NAMESPACE,
     PROCESSOR_SERVICE_NAME,
     QUEUE_RETENTION_DAYS,
+    TRIAGE_SERVICE_NAME,
     Settings,
 )
 from stacks.ingest import Ingest
 from stacks.notifications import Notifications
 from stacks.orchestration import Orchestration
 from stacks.processor import Processor
+from stacks.triage import Triage
 
 REKOGNITION_NAMESPACE = "AWS/Rekognition"
 IN_SERVICE_INFERENCE_UNITS = "InServiceInferenceUnits"
@@ -40,7 +42,8 @@ WIDGET_HEIGHT = 6
 
 
 class Monitoring(Construct):
-    """Dashboard (queues, processor, model, cost, runs) and, unless disabled, six alarms on the topic."""
+    """Dashboard (queues, triage, processor, model, cost, runs) and, unless disabled, seven alarms on the
+    topic."""
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Monitoring(Construct):
         config: Settings,
         ingest: Ingest,
         processor: Processor,
+        triage: Triage,
         orchestration: Orchestration,
         notifications: Notifications,
     ) -> None:
@@ -70,15 +74,24 @@ class Monitoring(Construct):
             statistic=cw.Stats.MAXIMUM,
         )
 
-        def processor_metric(name: str, label: str) -> cw.Metric:
+        self.triage_failures_visible = triage.failure_queue.metric_approximate_number_of_messages_visible(
+            label="Uploads never triaged (triage failure queue, visible)",
+            period=DLQ_ALARM_PERIOD,
+            statistic=cw.Stats.MAXIMUM,
+        )
+
+        def processor_metric(name: str, label: str, service: str = PROCESSOR_SERVICE_NAME) -> cw.Metric:
             return cw.Metric(
                 namespace=PROCESSOR_METRICS_NAMESPACE,
                 metric_name=name,
-                dimensions_map={"service": PROCESSOR_SERVICE_NAME},
+                dimensions_map={"service": service},
                 statistic=cw.Stats.SUM,
                 period=Duration.minutes(5),
                 label=label,
             )
+
+        def triage_metric(name: str, label: str) -> cw.Metric:
+            return processor_metric(name, label, TRIAGE_SERVICE_NAME)
 
         self.oldest_queued = queue.metric_approximate_age_of_oldest_message(
             label="Age of the oldest queued image (s)",
@@ -86,6 +99,7 @@ class Monitoring(Construct):
             statistic=cw.Stats.MAXIMUM,
         )
         self.error_records = processor_metric("ErrorRecords", "Error records")
+        self.upload_error_records = triage_metric("ErrorRecords", "Error records at upload (triage)")
         inference_units = self._in_service_units(cw.Stats.AVERAGE, MODEL_METRIC_PERIOD)
         # Each one-minute average is the IUs of that minute; PERIOD() keeps the sum right when the
         # console widens the period for a long time range. FILL: no datapoint = not running = no cost.
@@ -112,6 +126,7 @@ class Monitoring(Construct):
                     queue.metric_approximate_number_of_messages_not_visible(label="In flight"),
                     self.dlq_visible,
                     self.trigger_dlq_visible,
+                    self.triage_failures_visible,
                 ],
                 right=[self.oldest_queued],
             ),
@@ -120,6 +135,7 @@ class Monitoring(Construct):
                 [
                     processor_metric("ImagesLabeled", "Images labeled"),
                     self.error_records,
+                    self.upload_error_records,
                     processor_metric("TransientFailures", "Transient failures (retried)"),
                     processor_metric("PipelineMisconfigured", "Refused: writes or model access denied"),
                     processor_metric("NotAttempted", "Left for the next delivery (out of time)"),
@@ -127,6 +143,20 @@ class Monitoring(Construct):
                 ],
             ),
             _graph("Labels found", [processor_metric("LabelsFound", "Labels found")]),
+        )
+        self.dashboard.add_widgets(
+            _graph(
+                "Uploads triaged",
+                [
+                    triage_metric("ImagesQueued", "Images queued"),
+                    self.upload_error_records,
+                    triage_metric("UploadsSkipped", "Skipped (folder markers, test events, own output)"),
+                ],
+            ),
+            _graph(
+                "Triage errors and throttles (retried by Lambda)",
+                [triage.function.metric_errors(), triage.function.metric_throttles()],
+            ),
         )
         self.dashboard.add_widgets(
             _graph(
@@ -213,6 +243,17 @@ class Monitoring(Construct):
             1,
         )
 
+        # Lambda puts an upload's event here once the triage has failed on it three times (or it aged out).
+        self.triage_failure_alarm = self._at_least(
+            "TriageFailureQueueAlarm",
+            "Uploads were never triaged: the triage function failed on them three times (or they "
+            "waited six hours) and Lambda put their S3 events in the triage failure queue. Those images "
+            "are neither queued nor recorded. See the triage's logs; each message's requestPayload is "
+            "the S3 event: invoke the triage function with it once the cause is fixed.",
+            self.triage_failures_visible,
+            1,
+        )
+
         # Images wait in the queue while runs cannot start the model (an expired or deleted version, a
         # failing start): warn while there is still time to act.
         self.oldest_queued_alarm = self._at_least(
@@ -260,13 +301,22 @@ class Monitoring(Construct):
             1,
         )
 
-        # The processor emits ErrorRecords only when it writes one: no data means no errors.
+        # The triage and the processor emit ErrorRecords only when they write one: no data means no
+        # errors. FILL: a sum with a missing term is missing.
         self.error_records_alarm = cw.Alarm(
             self,
             "ErrorRecordsAlarm",
             alarm_description=f"More than {error_records_alarm_threshold} error records in an hour: many "
             "uploads are unusable (unsupported type, too large, corrupt): see the error records.",
-            metric=self.error_records.with_(period=ERROR_RECORDS_ALARM_PERIOD),
+            metric=cw.MathExpression(
+                expression="FILL(atUpload, 0) + FILL(byModel, 0)",
+                using_metrics={
+                    "atUpload": self.upload_error_records.with_(period=ERROR_RECORDS_ALARM_PERIOD),
+                    "byModel": self.error_records.with_(period=ERROR_RECORDS_ALARM_PERIOD),
+                },
+                label="Error records (triage and processor)",
+                period=ERROR_RECORDS_ALARM_PERIOD,
+            ),
             threshold=error_records_alarm_threshold,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=1,
@@ -276,6 +326,7 @@ class Monitoring(Construct):
         alarms = [
             self.dead_letter_alarm,
             self.trigger_dead_letter_alarm,
+            self.triage_failure_alarm,
             self.oldest_queued_alarm,
             self.model_in_service_alarm,
             self.executions_alarm,

@@ -16,6 +16,7 @@ from stacks.orchestration import Orchestration
 from stacks.processor import Processor
 from stacks.run_recorder import RunRecorder
 from stacks.run_state import RunState
+from stacks.triage import Triage
 
 
 class PipelineStack(Stack):
@@ -27,6 +28,7 @@ class PipelineStack(Stack):
         ingest = Ingest(self, "Ingest", config=config)
         run_state = RunState(self, "RunState")
         processor = Processor(self, "Processor", config=config, ingest=ingest, run_state=run_state)
+        triage = Triage(self, "Triage", config=config, ingest=ingest, processor=processor)
         run_recorder = RunRecorder(self, "RunRecorder", config=config, ingest=ingest, processor=processor)
         notifications = Notifications(self, "Notifications", config=config)
         orchestration = Orchestration(
@@ -45,6 +47,7 @@ class PipelineStack(Stack):
             config=config,
             ingest=ingest,
             processor=processor,
+            triage=triage,
             orchestration=orchestration,
             notifications=notifications,
         )
@@ -70,6 +73,7 @@ class PipelineStack(Stack):
         self.ingest = ingest
         self.run_state = run_state
         self.processor = processor
+        self.triage = triage
         self.run_recorder = run_recorder
         self.notifications = notifications
         self.orchestration = orchestration

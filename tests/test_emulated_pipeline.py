@@ -55,6 +55,7 @@ def _run(
             setup(pipeline)
         report = pipeline.run()
         report["_objects"] = pipeline.objects(config.results_prefix)
+        report["_errors"] = {k: json.loads(v) for k, v in pipeline.objects(config.errors_prefix).items()}
     return report
 
 
@@ -163,8 +164,8 @@ def test_run_record_of_a_failed_run_says_why_and_costs_nothing():
     assert record["estimatedCostUsd"] == 0
     assert record["imagesLabeled"] == 0
     assert record["errorRecords"] == 0
-    # The five images wait in the queue for the next run (with the deploy's s3:TestEvent message).
-    assert record["messagesLeftInQueue"] == 6
+    # The five images wait in the queue for the next run (S3's test event never reaches it).
+    assert record["messagesLeftInQueue"] == 5
     assert record["deadLetterQueueMessages"] == 0
     assert [n["message"] for n in report["notifications"]] == [record]
     assert [n["subject"] for n in report["notifications"]] == ["Custom Labels batch run FAILED"]
@@ -215,13 +216,8 @@ def test_a_failing_recorder_still_sends_the_summary_and_stops_the_model():
     assert "emulated recorder failure" in summary["recordError"]["Cause"]
 
 
-def _purge(pipeline):
-    # Configuring the notification queues one s3:TestEvent message; "empty" means without it.
-    pipeline.sqs.purge_queue(QueueUrl=pipeline.queue_url)
-
-
 def test_empty_queue_never_starts_the_model():
-    report = _run(0, setup=_purge)
+    report = _run(0)
     [execution] = report["executions"]
     assert execution["status"] == "SUCCEEDED"
     assert report["runRecords"] == []
@@ -557,7 +553,6 @@ def test_throttling_storm_retries_without_losing_images():
 def test_leftover_running_model_is_stopped_by_an_idle_run():
     def setup(pipeline):
         # A broken run left the model RUNNING with the mapping disabled and nothing queued.
-        _purge(pipeline)
         pipeline.model.start(1)
 
     report = _run(0, behaviour=ModelBehaviour(start_seconds=0), setup=setup)
@@ -598,6 +593,82 @@ def test_bad_inputs_end_as_error_records():
 
     report = _run(2, setup=setup)
     assert report["imagesByOutcome"] == {"result": 2, "error-record": 3}
+    _assert_safe_end(report)
+
+
+# Files the model could never take: an error record each, from the triage, without the model.
+LONG_KEY = "long/" + "k" * (1024 - len("incoming/long/") - len(".jpg")) + ".jpg"  # 1,024 bytes with prefix
+UNUSABLE = [
+    Upload("bad/notes.txt", b"not an image"),
+    Upload("photos/", b""),  # the console's "create folder": no record at all
+    Upload("bad/huge.jpg", b"\xff\xd8" + b"\0" * (16 * 1024 * 1024)),
+    Upload(LONG_KEY, _jpeg(1)),
+]
+
+
+def test_a_batch_only_of_files_the_model_cannot_take_never_starts_the_model():
+    report = _run(0, setup=lambda pipeline: pipeline.upload(UNUSABLE))
+
+    assert report["imagesByOutcome"] == {"error-record": 3, "skipped-folder-marker": 1}
+    errors = {key for key in report["_errors"] if not key.startswith("errors/_long-keys/")}
+    assert errors == {"errors/bad/notes.txt.json", "errors/bad/huge.jpg.json"}
+    [long_key_record] = [r for k, r in report["_errors"].items() if k.startswith("errors/_long-keys/")]
+    assert (long_key_record["errorCode"], long_key_record["source"]["key"]) == (
+        "KeyTooLong",
+        f"incoming/{LONG_KEY}",
+    )
+    assert report["_errors"]["errors/bad/huge.jpg.json"]["errorCode"] == "ImageTooLarge"
+    assert report["triage"] == {
+        "invocations": 4,
+        "retries": 0,
+        "sentToFailureQueue": 0,
+        "queued": 0,
+        "errorRecords": 3,
+        "skipped": 1,
+        "failureQueue": {"visible": 0, "inFlight": 0, "delayed": 0},
+    }
+    # Nothing was queued, so the run is an empty-queue run: the model is never started.
+    assert report["queue"] == {"visible": 0, "inFlight": 0, "delayed": 0}
+    assert "StartProjectVersion" not in report["model"]["calls"]
+    assert report["model"]["runningSeconds"] == 0
+    [execution] = report["executions"]
+    assert execution["status"] == "SUCCEEDED"
+    assert (report["runRecords"], report["notifications"]) == ([], [])
+    _assert_safe_end(report)
+
+
+def test_a_mixed_batch_labels_the_images_and_records_the_rest_with_one_model_start():
+    report = _run(6, setup=lambda pipeline: pipeline.upload(UNUSABLE))
+
+    assert report["imagesByOutcome"] == {"result": 6, "error-record": 3, "skipped-folder-marker": 1}
+    assert report["triage"]["queued"] == 6
+    assert report["model"]["calls"]["StartProjectVersion"] == 1
+    assert report["model"]["calls"]["DetectCustomLabels"] == 6  # none for the files it cannot take
+    [record] = [item["record"] for item in report["runRecords"]]
+    assert (record["outcome"], record["imagesLabeled"]) == ("SUCCEEDED", 6)
+    _assert_safe_end(report)
+
+
+# A failed invocation has no metrics to publish.
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+def test_an_upload_the_triage_fails_on_is_retried_then_kept_in_the_failure_queue():
+    # Every PutObject of the pipeline's is denied: the triage cannot write the text file's record.
+    report = _run(
+        0, faults=["output-write-denied"], setup=lambda p: p.upload([Upload("bad/notes.txt", b"text")])
+    )
+
+    assert report["imagesByOutcome"] == {"triage-failure-queue": 1}
+    assert report["triage"] | {"failureQueue": None} == {
+        "invocations": 3,
+        "retries": 2,
+        "sentToFailureQueue": 1,
+        "queued": 0,
+        "errorRecords": 0,
+        "skipped": 0,
+        "failureQueue": None,
+    }
+    assert report["triage"]["failureQueue"]["visible"] == 1
+    assert "StartProjectVersion" not in report["model"]["calls"]
     _assert_safe_end(report)
 
 

@@ -234,7 +234,7 @@ def test_queue_visibility_is_at_least_six_times_the_function_timeout(synth):
 
 def test_queues_are_encrypted_tls_only_and_the_dlq_keeps_messages_longer(synth):
     queues = synth.of_type("AWS::SQS::Queue")
-    assert len(queues) == 3
+    assert len(queues) == 4
     retention = {
         queue_id: queue["Properties"]["MessageRetentionPeriod"] for queue_id, queue in queues.items()
     }
@@ -244,6 +244,8 @@ def test_queues_are_encrypted_tls_only_and_the_dlq_keeps_messages_longer(synth):
     assert QUEUE_RETENTION_DAYS < 14
     # The rules' dead-letter queue keeps an undelivered event as long as SQS allows.
     assert retention[synth.logical_id("AWS::SQS::Queue", "TriggerDlq")] == 14 * 86400
+    # So does the triage's failure queue.
+    assert retention[synth.logical_id("AWS::SQS::Queue", "TriageFailureQueue")] == 14 * 86400
     for queue_id, queue in queues.items():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
         assert queue["DeletionPolicy"] == "Delete"
@@ -315,22 +317,81 @@ def test_image_bucket_logs_access_to_the_separate_log_bucket(synth):
     assert logging["DestinationBucketName"] == {"Ref": log_id}
 
 
-def test_uploads_notify_the_queue_filtered_by_input_prefix_only(synth):
+def test_uploads_notify_the_triage_function_filtered_by_input_prefix_only(synth):
     _, notifications = synth.one("Custom::S3BucketNotifications")
     image_id = synth.logical_id("AWS::S3::Bucket", "ImageBucket")
-    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    triage_id = synth.logical_id("AWS::Lambda::Function", "TriageFunction")
     props = notifications["Properties"]
     assert props["BucketName"] == {"Ref": image_id}
     assert props["NotificationConfiguration"] == {
-        "QueueConfigurations": [
+        "LambdaFunctionConfigurations": [
             {
                 "Events": ["s3:ObjectCreated:*"],
-                # No suffix rule: ".JPG" uploads must reach the processor too.
+                # No suffix rule: ".JPG" uploads must reach the triage too.
                 "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": synth.config.input_prefix}]}},
-                "QueueArn": {"Fn::GetAtt": [queue_id, "Arn"]},
+                "LambdaFunctionArn": {"Fn::GetAtt": [triage_id, "Arn"]},
             }
         ]
     }
+
+
+def test_only_this_bucket_in_this_account_may_invoke_the_triage(synth):
+    image_id = synth.logical_id("AWS::S3::Bucket", "ImageBucket")
+    triage_id = synth.logical_id("AWS::Lambda::Function", "TriageFunction")
+    [permission] = synth.of_type("AWS::Lambda::Permission").values()
+    assert permission["Properties"] == {
+        "Action": "lambda:InvokeFunction",
+        "FunctionName": {"Fn::GetAtt": [triage_id, "Arn"]},
+        "Principal": "s3.amazonaws.com",
+        "SourceAccount": ACCOUNT,
+        "SourceArn": {"Fn::GetAtt": [image_id, "Arn"]},
+    }
+
+
+def test_nothing_but_the_triage_may_send_to_the_image_queue(synth):
+    """S3 no longer sends to the queue: no queue policy allows a service principal to."""
+    for policy in synth.of_type("AWS::SQS::QueuePolicy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Effect"] == "Allow":
+                assert statement["Principal"] != {"Service": "s3.amazonaws.com"}, statement
+
+
+def test_triage_retries_twice_then_keeps_the_event_in_its_failure_queue(synth):
+    triage_id = synth.logical_id("AWS::Lambda::Function", "TriageFunction")
+    failures_id = synth.logical_id("AWS::SQS::Queue", "TriageFailureQueue")
+    [config] = synth.of_type("AWS::Lambda::EventInvokeConfig").values()
+    assert config["Properties"] == {
+        "FunctionName": {"Ref": triage_id},
+        "Qualifier": "$LATEST",
+        "MaximumRetryAttempts": 2,
+        "MaximumEventAgeInSeconds": 6 * 3600,
+        "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": [failures_id, "Arn"]}}},
+    }
+    # Lambda checks the destination permission when it creates the configuration.
+    triage_policy = synth.logical_id("AWS::IAM::Policy", "TriageRoleDefaultPolicy")
+    assert triage_policy in config["DependsOn"]
+
+
+def test_triage_function_configuration(synth):
+    function_id = synth.logical_id("AWS::Lambda::Function", "TriageFunction")
+    props = synth.resources[function_id]["Properties"]
+    log_group_id = synth.logical_id("AWS::Logs::LogGroup", "Triage")
+    assert props["Handler"] == "lambdas.triage.app.lambda_handler"
+    assert props["Runtime"] == "python3.14"
+    assert props["Timeout"] == 30
+    assert props["LoggingConfig"] == {"LogGroup": {"Ref": log_group_id}}
+    # No reserved concurrency (see stacks/triage.py), no tracing (no X-Ray permissions on "*").
+    assert "ReservedConcurrentExecutions" not in props
+    assert "TracingConfig" not in props
+    variables = props["Environment"]["Variables"]
+    expected = synth.config.function_environment(Use.TRIAGE, bucket="<ref>", queueUrl="<ref>")
+    assert set(variables) == set(expected)
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "customlabels-triage"
+    deployed = function_settings(variables)
+    assert deployed == json.loads(expected["PIPELINE_SETTINGS"])
+    assert set(deployed) == {"bucket", "queueUrl", "inputPrefix", "resultsPrefix", "errorsPrefix"}
+    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    assert {"Ref": queue_id} in variables["PIPELINE_SETTINGS"]["Fn::Join"][1]
 
 
 # ---- processor -------------------------------------------------------------------------------
@@ -668,6 +729,43 @@ def test_processor_role_is_scoped_to_prefixes_model_queue_and_log_group(synth):
     assert "ManagedPolicyArns" not in synth.resources[role_id]["Properties"]
 
 
+def test_triage_role_writes_only_error_records_and_sends_only_to_its_two_queues(synth):
+    role_id = synth.logical_id("AWS::IAM::Role", "TriageRole")
+    image_id = synth.logical_id("AWS::S3::Bucket", "ImageBucket")
+    queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    failures_id = synth.logical_id("AWS::SQS::Queue", "TriageFailureQueue")
+    log_group_id = synth.logical_id("AWS::Logs::LogGroup", "Triage")
+    statements = {s["Sid"]: s for s in _role_statements(synth, role_id)}
+    assert statements == {
+        "WriteOwnLogs": {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": {"Fn::GetAtt": [log_group_id, "Arn"]},
+        },
+        "WriteErrorRecords": {
+            "Sid": "WriteErrorRecords",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": _object_arn(image_id, synth.config.errors_prefix),
+        },
+        "QueueCandidateImages": {
+            "Sid": "QueueCandidateImages",
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": [queue_id, "Arn"]},
+        },
+        # The on-failure destination: Lambda delivers with the function's role.
+        "KeepEventsThatFailed": {
+            "Sid": "KeepEventsThatFailed",
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": [failures_id, "Arn"]},
+        },
+    }
+    assert "ManagedPolicyArns" not in synth.resources[role_id]["Properties"]
+
+
 def test_state_machine_role_is_scoped_to_exact_arns(synth):
     role_id = synth.logical_id("AWS::IAM::Role", "StateMachineRole")
     _machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
@@ -879,6 +977,11 @@ def test_every_acknowledgement_hides_a_real_finding(tmp_path, monkeypatch):
                 f"AwsSolutions-IAM4[Policy::{basic_execution}]",
                 f"{stack}/BucketNotificationsHandler/Role/Resource",
             ),
+            (
+                f"AwsSolutions-IAM5[Resource::{bucket_arn}/errors/*]",
+                f"{stack}/Triage/Role/DefaultPolicy/Resource",
+            ),
+            ("AwsSolutions-SQS3", f"{stack}/Triage/FailureQueue/Resource"),
             (f"AwsSolutions-IAM5[Resource::{bucket_arn}/incoming/*]", processor_policy),
             (f"AwsSolutions-IAM5[Resource::{bucket_arn}/results/*]", processor_policy),
             (f"AwsSolutions-IAM5[Resource::{bucket_arn}/errors/*]", processor_policy),

@@ -23,6 +23,7 @@ __all__ = ["synth"]  # test_infrastructure's session fixture, imported so pytest
 
 NAMESPACE = "CustomLabelsBatch"
 SERVICE = {"service": "customlabels-processor"}
+TRIAGE = {"service": "customlabels-triage"}
 COST_EXPRESSION = "RUNNING_SUM(FILL(units, 0) * PERIOD(units) / 3600) * 4.0"
 
 
@@ -109,7 +110,9 @@ def ids(synthesis: Synthesis) -> dict[str, str]:
         "queue": synthesis.logical_id("AWS::SQS::Queue", "ImageQueue"),
         "dlq": synthesis.logical_id("AWS::SQS::Queue", "DeadLetterQueue"),
         "trigger_dlq": synthesis.logical_id("AWS::SQS::Queue", "TriggerDlq"),
+        "triage_failures": synthesis.logical_id("AWS::SQS::Queue", "TriageFailureQueue"),
         "function": synthesis.logical_id("AWS::Lambda::Function", "ProcessorFunction"),
+        "triage": synthesis.logical_id("AWS::Lambda::Function", "TriageFunction"),
         "machine": synthesis.one("AWS::StepFunctions::StateMachine")[0],
         "topic": synthesis.one("AWS::SNS::Topic")[0],
     }
@@ -126,23 +129,35 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
     queue = {"QueueName": f"${{{i['queue']}.QueueName}}"}
     dlq = {"QueueName": f"${{{i['dlq']}.QueueName}}"}
     trigger_dlq = {"QueueName": f"${{{i['trigger_dlq']}.QueueName}}"}
+    triage_failures = {"QueueName": f"${{{i['triage_failures']}.QueueName}}"}
     expected = {
         "Queue depth": [
             ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue),
             ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", queue),
             ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq),
             ("AWS/SQS", "ApproximateNumberOfMessagesVisible", trigger_dlq),
+            ("AWS/SQS", "ApproximateNumberOfMessagesVisible", triage_failures),
             ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue),
         ],
         "Images labeled and error records": [
             (NAMESPACE, "ImagesLabeled", SERVICE),
             (NAMESPACE, "ErrorRecords", SERVICE),
+            (NAMESPACE, "ErrorRecords", TRIAGE),
             (NAMESPACE, "TransientFailures", SERVICE),
             (NAMESPACE, "PipelineMisconfigured", SERVICE),
             (NAMESPACE, "NotAttempted", SERVICE),
             (NAMESPACE, "CrashedMessages", SERVICE),
         ],
         "Labels found": [(NAMESPACE, "LabelsFound", SERVICE)],
+        "Uploads triaged": [
+            (NAMESPACE, "ImagesQueued", TRIAGE),
+            (NAMESPACE, "ErrorRecords", TRIAGE),
+            (NAMESPACE, "UploadsSkipped", TRIAGE),
+        ],
+        "Triage errors and throttles (retried by Lambda)": [
+            ("AWS/Lambda", "Errors", {"FunctionName": f"${{{i['triage']}}}"}),
+            ("AWS/Lambda", "Throttles", {"FunctionName": f"${{{i['triage']}}}"}),
+        ],
         "Processor errors and throttles": [
             ("AWS/Lambda", "Errors", {"FunctionName": f"${{{i['function']}}}"}),
             ("AWS/Lambda", "Throttles", {"FunctionName": f"${{{i['function']}}}"}),
@@ -165,6 +180,7 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
     assert stats["Queue depth"] == {"Maximum"}
     assert stats["Images labeled and error records"] == stats["Labels found"] == {"Sum"}
     assert stats["Processor errors and throttles"] == {"Sum"}
+    assert stats["Uploads triaged"] == stats["Triage errors and throttles (retried by Lambda)"] == {"Sum"}
     assert stats["State machine executions by outcome"] == {"Sum"}
     assert stats["Model inference units in service"] == {"Average"}
 
@@ -222,10 +238,10 @@ def test_dashboard_shows_the_alarms(synth):
 # ---- alarms ------------------------------------------------------------------------------------
 
 
-def test_six_alarms_each_notify_the_topic(synth):
+def test_seven_alarms_each_notify_the_topic(synth):
     topic = {"Ref": ids(synth)["topic"]}
     alarms = synth.of_type("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 6
+    assert len(alarms) == 7
     for logical_id, resource in alarms.items():
         props = resource["Properties"]
         assert props["AlarmActions"] == [topic], logical_id
@@ -272,6 +288,28 @@ def test_trigger_dead_letter_alarm_fires_when_a_run_was_never_started(synth):
     assert "scheduled or clean-up run was never started" in description
     assert "model on" in description
     assert "`customlabels-batch status`" in description
+
+
+def test_triage_failure_alarm_fires_when_an_upload_was_never_triaged(synth):
+    props = alarm(synth, "TriageFailureQueue")
+    failures = {"Fn::GetAtt": [ids(synth)["triage_failures"], "QueueName"]}
+    assert without_labels(props["Metrics"]) == [
+        metric_stat(
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName": failures},
+            period=300,
+            stat="Maximum",
+        )
+    ]
+    assert props["Threshold"] == 1
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert props["EvaluationPeriods"] == 1
+    assert props["TreatMissingData"] == "notBreaching"
+    # The operator learns what did not happen and how to redo it.
+    description = props["AlarmDescription"]
+    assert "neither queued nor recorded" in description
+    assert "requestPayload" in description
 
 
 def test_oldest_queued_image_alarm_warns_two_days_before_the_queue_would_delete_it(synth):
@@ -321,10 +359,17 @@ def test_unsuccessful_executions_alarm_sums_failed_timed_out_and_aborted(synth):
     assert props["TreatMissingData"] == "notBreaching"
 
 
-def test_error_records_alarm_fires_above_the_hourly_threshold(synth):
+def test_error_records_alarm_fires_above_the_hourly_threshold_of_triage_and_processor(synth):
     props = alarm(synth, "ErrorRecords")
-    assert without_labels(props["Metrics"]) == [
-        metric_stat(NAMESPACE, "ErrorRecords", SERVICE, period=3600, stat="Sum")
+    expression, *metrics = without_labels(props["Metrics"])
+    assert expression == {
+        "Expression": "FILL(atUpload, 0) + FILL(byModel, 0)",
+        "Id": "expr_1",
+        "ReturnData": True,
+    }
+    assert metrics == [
+        metric_stat(NAMESPACE, "ErrorRecords", TRIAGE, period=3600, stat="Sum", metric_id="atUpload"),
+        metric_stat(NAMESPACE, "ErrorRecords", SERVICE, period=3600, stat="Sum", metric_id="byModel"),
     ]
     assert props["Threshold"] == synth.config.error_records_alarm_threshold == 50
     assert props["ComparisonOperator"] == "GreaterThanThreshold"
@@ -332,34 +377,43 @@ def test_error_records_alarm_fires_above_the_hourly_threshold(synth):
     assert props["TreatMissingData"] == "notBreaching"
 
 
-def test_processor_metrics_are_the_ones_the_handler_emits(synth):
-    """Widgets and alarm read the namespace and service the processor's Powertools is configured with,
-    and every metric name the handler emits is graphed."""
-    env = synth.resources[ids(synth)["function"]]["Properties"]["Environment"]["Variables"]
+@pytest.mark.parametrize(
+    ("function", "service", "names"),
+    [
+        (
+            "processor",
+            SERVICE,
+            {
+                "ImagesLabeled",
+                "ErrorRecords",
+                "TransientFailures",
+                "LabelsFound",
+                "PipelineMisconfigured",
+                "NotAttempted",
+                "CrashedMessages",
+            },
+        ),
+        ("triage", TRIAGE, {"ImagesQueued", "ErrorRecords", "UploadsSkipped"}),
+    ],
+)
+def test_function_metrics_are_the_ones_the_handler_emits(synth, function, service, names):
+    """Widgets and alarm read the namespace and service each function's Powertools is configured
+    with, and every metric name its handler emits is graphed."""
+    env = synth.resources[ids(synth)["triage" if function == "triage" else "function"]]["Properties"][
+        "Environment"
+    ]["Variables"]
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
-    assert {"service": env["POWERTOOLS_SERVICE_NAME"]} == SERVICE
-    handler = (REPO_ROOT / "lambdas" / "processor" / "app.py").read_text()
+    assert {"service": env["POWERTOOLS_SERVICE_NAME"]} == service
+    handler = (REPO_ROOT / "lambdas" / function / "app.py").read_text()
     emitted = set(re.findall(r'add_metric\(name="(\w+)"', handler))
     graphed_names = {
         name
         for w in widgets(synth).values()
         if "metrics" in w
-        for ns, name, _, _ in graphed(w)
-        if ns == NAMESPACE
+        for ns, name, dimensions, _ in graphed(w)
+        if ns == NAMESPACE and dimensions == service
     }
-    assert (
-        emitted
-        == graphed_names
-        == {
-            "ImagesLabeled",
-            "ErrorRecords",
-            "TransientFailures",
-            "LabelsFound",
-            "PipelineMisconfigured",
-            "NotAttempted",
-            "CrashedMessages",
-        }
-    )
+    assert emitted == graphed_names == names
 
 
 def test_the_configured_price_reaches_the_cost_widget_and_the_run_recorder(alarms_off):

@@ -259,7 +259,9 @@ def _summarise(report: dict, out: Path, gallery: Path, say: _Printer) -> None:
         f"Executions: {', '.join(e['status'] for e in report['executions'])}",
         f"Images: {report['imagesUploaded']} uploaded -> {outcome.get('result', 0)} results, "
         f"{outcome.get('error-record', 0)} error records, {outcome.get('queued', 0)} still queued, "
-        f"{outcome.get('dead-letter-queue', 0)} in the DLQ, {len(report['lostImages'])} lost",
+        f"{outcome.get('dead-letter-queue', 0)} in the DLQ, "
+        f"{outcome.get('triage-failure-queue', 0)} in the triage's failure queue, "
+        f"{len(report['lostImages'])} lost",
         f"Model: {model['finalStatus']}, billed {model['billedInferenceUnitMinutes']:.1f} IU-minutes "
         f"≈ ${model['estimatedCostUsd']:.2f}; mapping {report['mapping']['finalState']}",
         f"Notifications: {', '.join(n['subject'] for n in report['notifications']) or 'none'}",

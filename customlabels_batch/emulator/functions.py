@@ -9,6 +9,7 @@ import sys
 from types import ModuleType, SimpleNamespace
 from unittest import mock
 
+TRIAGE = "customlabels_batch.lambdas.triage.app"
 PROCESSOR = "customlabels_batch.lambdas.processor.app"
 RUN_RECORDER = "customlabels_batch.lambdas.run_recorder.app"
 

@@ -21,12 +21,15 @@ from urllib.parse import unquote_plus
 import boto3
 from moto import mock_aws
 
+from customlabels_batch.lambdas import images
 from customlabels_batch.settings import (
     CLEANUP_INPUT_PREFIX,
     CLEANUP_STATUSES,
     DEAD_LETTER_RETENTION_DAYS,
     QUEUE_RETENTION_DAYS,
     STATE_MACHINE_ASL,
+    TRIAGE_MAX_EVENT_AGE_SECONDS,
+    TRIAGE_RETRY_ATTEMPTS,
     Settings,
     Use,
 )
@@ -49,6 +52,9 @@ EMULATED_VERSION_ARN = (
 )
 DRIVER_TICK_SECONDS = 10.0  # how often the emulated EventBridge rules and the fault injector look
 RUN_RECORDER_NAME = "run-recorder"
+TRIAGE_NAME = "upload-triage"
+# The report's triage figures: Lambda's side (async_invoke), then what the handler did with the uploads.
+TRIAGE_STATS = ("invocations", "retries", "sentToFailureQueue", "queued", "errorRecords", "skipped")
 
 FAULTS = {
     "model-start-failure": "The model goes STARTING -> FAILED instead of RUNNING.",
@@ -241,20 +247,6 @@ class EmulatedPipeline:
             },
         )["QueueUrl"]
         queue_arn = self._queue_arn(self.queue_url)
-        self.s3.put_bucket_notification_configuration(
-            Bucket=self.bucket,
-            NotificationConfiguration={
-                "QueueConfigurations": [
-                    {
-                        "QueueArn": queue_arn,
-                        "Events": ["s3:ObjectCreated:*"],
-                        "Filter": {
-                            "Key": {"FilterRules": [{"Name": "prefix", "Value": config.input_prefix}]}
-                        },
-                    }
-                ]
-            },
-        )
         self.topic_arn = sns.create_topic(Name="pipeline-notifications")["TopicArn"]
         self.inbox_url = self.sqs.create_queue(QueueName="notification-inbox")["QueueUrl"]
         sns.subscribe(
@@ -285,6 +277,7 @@ class EmulatedPipeline:
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
+        self._start_triage(role)
         processor_environment = config.function_environment(
             Use.PROCESSOR,
             bucket=self.bucket,
@@ -349,6 +342,73 @@ class EmulatedPipeline:
             timeout_seconds=config.processor_timeout_seconds,
         )
         self.mapping.start()
+
+    def _start_triage(self, role: str) -> None:
+        """The triage function with its failure queue, configured as the stack configures them, and the
+        bucket notification that invokes it (async_invoke runs it here, as Lambda would)."""
+        config = self.config
+        self.triage_failures_url = self.sqs.create_queue(
+            QueueName="triage-failures",
+            Attributes={"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_DAYS * 86400)},
+        )["QueueUrl"]
+        environment = config.function_environment(Use.TRIAGE, bucket=self.bucket, queueUrl=self.queue_url)
+        function_arn = self.lam.create_function(
+            FunctionName=TRIAGE_NAME,
+            Runtime="python3.13",
+            Role=role,
+            Handler="triage.app.lambda_handler",
+            Code={"ZipFile": _empty_zip()},
+            Timeout=30,
+            Environment={"Variables": environment},
+        )["FunctionArn"]
+        self.lam.put_function_event_invoke_config(
+            FunctionName=TRIAGE_NAME,
+            MaximumRetryAttempts=TRIAGE_RETRY_ATTEMPTS,
+            MaximumEventAgeInSeconds=TRIAGE_MAX_EVENT_AGE_SECONDS,
+            DestinationConfig={"OnFailure": {"Destination": self._queue_arn(self.triage_failures_url)}},
+        )
+        self.emulation.async_functions[TRIAGE_NAME] = self._load_triage(function_arn, environment)
+        self.s3.put_bucket_notification_configuration(
+            Bucket=self.bucket,
+            NotificationConfiguration={
+                "LambdaFunctionConfigurations": [
+                    {
+                        "LambdaFunctionArn": function_arn,
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {
+                            "Key": {"FilterRules": [{"Name": "prefix", "Value": config.input_prefix}]}
+                        },
+                    }
+                ]
+            },
+        )
+
+    def _load_triage(self, function_arn: str, environment: dict[str, str]) -> Callable[[dict, str], dict]:
+        """One execution environment of the triage (uploads arrive one at a time here), its logs and
+        metrics (EMF, printed to stdout) in the processor's log."""
+        module = functions.load_handler(functions.TRIAGE, "environment", environment)
+        ingest_flushed_metrics(module.metrics, now=self.clock.datetime, region=self.config.region)
+        log = self.options.processor_log
+        if log is not None:
+            handler = module.logger.registered_handler
+            self._exit.callback(setattr, handler, "stream", handler.stream)
+            handler.stream = log
+        stats = self.emulation.async_invokes[TRIAGE_NAME]
+
+        def invoke(event: dict, request_id: str) -> dict:
+            context = LambdaContext(
+                function_name=TRIAGE_NAME,
+                invoked_function_arn=function_arn,
+                memory_limit_in_mb=256,
+                aws_request_id=request_id,
+                timeout_seconds=30,
+            )
+            with contextlib.redirect_stdout(log) if log is not None else contextlib.nullcontext():
+                outcome = module.lambda_handler(event, context)
+            stats.update(outcome)
+            return outcome
+
+        return invoke
 
     def _load_processor(self, index: int):
         """A fresh copy of the real handler module, as a new Lambda execution environment loads it."""
@@ -615,7 +675,8 @@ class EmulatedPipeline:
                 body = json.loads(message.body)
             except json.JSONDecodeError:
                 continue
-            for record in body.get("Records", []):
+            # A failure queue holds Lambda's invocation records: the S3 event is their requestPayload.
+            for record in body.get("Records") or body.get("requestPayload", {}).get("Records", []):
                 keys.append(unquote_plus(record["s3"]["object"]["key"]))
         return keys
 
@@ -677,17 +738,25 @@ class EmulatedPipeline:
         errors = self.keys(config.errors_prefix)
         queued = self.queued_keys(self.queue_url)
         dead = self.queued_keys(self.dlq_url)
+        never_triaged = self.queued_keys(self.triage_failures_url)
         accounted = {}
         for key in self.uploaded:
             relative = key[len(config.input_prefix) :]
             if f"{config.results_prefix}{relative}.json" in results:
                 accounted[key] = "result"
-            elif f"{config.errors_prefix}{relative}.json" in errors:
+            elif {
+                f"{config.errors_prefix}{relative}.json",
+                images.long_key_error_key(key, config.errors_prefix),
+            } & errors:
                 accounted[key] = "error-record"
             elif key in dead:
                 accounted[key] = "dead-letter-queue"
             elif key in queued:
                 accounted[key] = "queued"
+            elif key in never_triaged:
+                accounted[key] = "triage-failure-queue"
+            elif key.endswith("/"):
+                accounted[key] = "skipped-folder-marker"
         running_seconds = self.model.running_seconds()
         units = max(self.model.inference_units, config.min_inference_units)
         billed_minutes = running_seconds * units / 60
@@ -720,6 +789,8 @@ class EmulatedPipeline:
                 .get("MaximumConcurrency"),
             },
             "processor": dict(self.mapping.stats) | {"pollerErrors": self.mapping.errors[:20]},
+            "triage": {name: self.emulation.async_invokes[TRIAGE_NAME][name] for name in TRIAGE_STATS}
+            | {"failureQueue": self.queue_counts(self.triage_failures_url)},
             "durations": {
                 "emulatedSeconds": round(emulated_seconds, 3),
                 "wallSeconds": round(wall_seconds, 3),

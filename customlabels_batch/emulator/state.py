@@ -4,6 +4,7 @@ control-plane options."""
 from __future__ import annotations
 
 import threading
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,10 @@ class Emulation:
     models: dict[str, EmulatedModel] = field(default_factory=dict)
     # Function name -> handler(event) run in-process when the function is invoked.
     functions: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # Function name -> handler(event, request_id) that S3 notifications invoke asynchronously
+    # (async_invoke), and what those invocations did (invocations, retries, sentToFailureQueue...).
+    async_functions: dict[str, Callable[[Any, str], Any]] = field(default_factory=dict)
+    async_invokes: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     # Execution ARN -> {"started": s, "stopped": s} in emulated seconds.
     execution_times: dict[str, dict[str, float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -1,0 +1,148 @@
+"""Triage Lambda: S3 invokes it (asynchronously) for every object created under the input prefix. It
+queues what only the model can judge and writes the error record of what the model could never take,
+so a batch made only of such files never starts the billed model.
+
+Each queued message is an S3 event notification holding one record, exactly as S3 would have sent
+it to the queue: the processor, `demo --messages` and captured notifications read it unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from .. import images, settings
+from ..images import ImageRef, NotAnS3NotificationError, PermanentImageError
+
+SEND_BATCH_MAX = 10  # SendMessageBatch's limit on entries per call
+
+logger = Logger()
+metrics = Metrics()
+
+# Read once, at import: the stack sets them from the declared settings.
+SETTINGS = settings.load()
+
+
+class QueueingFailedError(RuntimeError):
+    """SQS refused some of the images: the invocation fails, so Lambda retries the whole event (and
+    after the last retry sends it to the on-failure queue). Images already queued are queued again:
+    results are idempotent."""
+
+
+@functools.cache
+def s3_client() -> Any:
+    return boto3.client("s3")
+
+
+@functools.cache
+def sqs_client() -> Any:
+    return boto3.client("sqs")
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, int]:
+    outcome = triage(event, context.aws_request_id)
+    # The dashboard graphs them; the error-records alarm adds ErrorRecords to the processor's.
+    if outcome["queued"]:
+        metrics.add_metric(name="ImagesQueued", unit=MetricUnit.Count, value=outcome["queued"])
+    if outcome["errorRecords"]:
+        metrics.add_metric(name="ErrorRecords", unit=MetricUnit.Count, value=outcome["errorRecords"])
+    if outcome["skipped"]:
+        metrics.add_metric(name="UploadsSkipped", unit=MetricUnit.Count, value=outcome["skipped"])
+    return outcome
+
+
+def triage(event: Any, request_id: str) -> dict[str, int]:
+    """Queue the event's candidate images; record or skip the rest. Raises on any failed write, so
+    that the asynchronous invocation is retried."""
+    outcome: Counter[str] = Counter(queued=0, errorRecords=0, skipped=0)
+    if images.is_test_event(event):
+        logger.info("Skipped S3 test event")
+        outcome["skipped"] += 1
+        return dict(outcome)
+    body = json.dumps(event, ensure_ascii=False)
+    try:
+        records = images.notification_records(event)
+    except NotAnS3NotificationError as error:
+        _write_message_error(request_id, str(error), body)
+        outcome["errorRecords"] += 1
+        return dict(outcome)
+    candidates: list[tuple[ImageRef, Any]] = []
+    for index, s3_record in enumerate(records):
+        try:
+            image = images.image_of(s3_record, index, SETTINGS, logger)
+        except NotAnS3NotificationError as error:
+            # Per record: one unreadable record does not hold back the others.
+            _write_message_error(f"{request_id}-{index}", str(error), body)
+            outcome["errorRecords"] += 1
+            continue
+        if image is None:
+            outcome["skipped"] += 1
+            continue
+        problem = images.unusable_without_model(image, SETTINGS)
+        if problem is not None:
+            _write_image_error(image, request_id, problem)
+            outcome["errorRecords"] += 1
+            continue
+        candidates.append((image, s3_record))
+    _queue(candidates)
+    outcome["queued"] += len(candidates)
+    return dict(outcome)
+
+
+def _queue(candidates: list[tuple[ImageRef, Any]]) -> None:
+    for start in range(0, len(candidates), SEND_BATCH_MAX):
+        chunk = candidates[start : start + SEND_BATCH_MAX]
+        entries = [
+            {"Id": str(start + offset), "MessageBody": json.dumps({"Records": [s3_record]})}
+            for offset, (_, s3_record) in enumerate(chunk)
+        ]
+        response = sqs_client().send_message_batch(QueueUrl=SETTINGS.queue_url, Entries=entries)
+        failed = response.get("Failed", [])
+        if failed:
+            keys = {entry["Id"]: image.key for entry, (image, _) in zip(entries, chunk, strict=True)}
+            refused = [
+                f"{keys.get(f['Id'], f['Id'])}: {f.get('Code')} {f.get('Message', '')}".strip()
+                for f in failed
+            ]
+            raise QueueingFailedError(f"SQS refused {len(failed)} of {len(entries)} images: {refused}")
+        for image, _ in chunk:
+            logger.info("Queued image", key=image.key, size=image.size)
+
+
+def _write_image_error(image: ImageRef, request_id: str, error: PermanentImageError) -> None:
+    error_key, document = images.image_error_record(
+        image, error, message_id=request_id, layout=SETTINGS, recorded_at=_utc_now()
+    )
+    _put_json(error_key, document)
+    logger.warning("Recorded unusable upload", key=image.key, errorCode=error.error_code, errorKey=error_key)
+
+
+def _write_message_error(message_id: str, reason: str, body: str) -> None:
+    error_key, document = images.message_error_record(
+        message_id=message_id, reason=reason, body=body, layout=SETTINGS, recorded_at=_utc_now()
+    )
+    _put_json(error_key, document)
+    logger.warning("Recorded unreadable event", reason=reason, errorKey=error_key)
+
+
+def _put_json(key: str, document: dict[str, Any]) -> None:
+    s3_client().put_object(
+        Bucket=SETTINGS.bucket,
+        Key=key,
+        Body=json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8"),
+        ContentType="application/json",
+    )
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
