@@ -4,9 +4,11 @@ queue is what the processor labels."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -316,3 +318,77 @@ def test_a_time_that_is_not_iso_is_refused(capsys):
         main(["export", "--since", "yesterday"])
     assert "not an ISO time" in capsys.readouterr().err
     assert results._utc_time("2026-12-01") == datetime(2026, 12, 1, tzinfo=UTC)
+
+
+# ---- gallery ---------------------------------------------------------------------------------------
+
+
+def _photo(size=(1600, 1200)) -> bytes:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, (40, 120, 40))
+    ImageDraw.Draw(image).ellipse((200, 150, 1000, 750), fill=(220, 30, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _gallery_bucket(stack: Stack) -> None:
+    for name in ("garden/one.jpg", "garden/two.jpg", "shed/three.jpg"):
+        stack.put(f"incoming/{name}", _photo())
+    stack.result("garden/one.jpg", labels=(ROSE, TULIP))
+    stack.result("garden/two.jpg", labels=(TULIP,))
+    stack.result("shed/three.jpg", labels=())
+    stack.put("incoming/garden/broken.jpg", b"\xff\xd8\xffnot really")
+    stack.put(
+        "errors/garden/broken.jpg.json",
+        {
+            "source": {"bucket": BUCKET, "key": "incoming/garden/broken.jpg"},
+            "errorCode": "InvalidImageFormatException",
+            "reason": "The image is corrupt.",
+            "recordedAt": "2026-11-30T10:00:00.000Z",
+        },
+    )
+
+
+def test_gallery_embeds_downscaled_images_with_their_boxes_and_the_error_records(stack, tmp_path, capsys):
+    _gallery_bucket(stack)
+    out = tmp_path / "g.html"
+    assert main(["gallery", "--out", str(out), "--prefix", "garden/"]) == 0
+    assert f"Wrote {out}" in capsys.readouterr().out
+    page = out.read_text()
+    assert page.count('<div class="box') == 1  # rose has a box; tulip is a whole-image label
+    assert "garden/one.jpg" in page and "garden/two.jpg" in page and "shed/three.jpg" not in page
+    assert "InvalidImageFormatException" in page
+    # Two thumbnails, each far smaller than the 1600 x 1200 original.
+    thumbnails = re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", page)
+    assert len(thumbnails) == 2
+    from PIL import Image
+
+    for data in thumbnails:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            assert max(image.size) == results.THUMBNAIL_SIDE
+    assert len(page) < len(_photo())
+
+
+def test_gallery_by_label_shows_only_that_label_and_no_error_records(stack, tmp_path):
+    _gallery_bucket(stack)
+    out = tmp_path / "g.html"
+    assert main(["gallery", "--out", str(out), "--label", "rose", "--min-confidence", "90"]) == 0
+    page = out.read_text()
+    assert "garden/one.jpg" in page and "garden/two.jpg" not in page
+    assert "tulip" not in page
+    assert "InvalidImageFormatException" not in page
+
+
+@pytest.mark.browser
+def test_chromium_renders_the_bucket_gallery(stack, tmp_path):
+    from test_dataset_and_gallery import chromium
+
+    _gallery_bucket(stack)
+    out = tmp_path / "g.html"
+    assert main(["gallery", "--out", str(out)]) == 0
+    dom = chromium("--dump-dom", out.as_uri(), profile=tmp_path / "profile").stdout
+    assert len(re.findall(r'<div class="box[ "]', dom)) == 1
+    for text in ("garden/one.jpg", "shed/three.jpg", "no labels found", "InvalidImageFormatException"):
+        assert text in dom

@@ -1,7 +1,8 @@
-"""Commands on what the deployed pipeline wrote: export results as rows, relabel images with the model
-version the stack is configured with now, and reconcile images that have neither a result nor an
-error record. Everything streams from S3 listings, so a million results take no more memory than a
-thousand (reconcile keeps the set of keys it has accounted for: one string per image)."""
+"""Commands on what the deployed pipeline wrote: a gallery of results, export results as rows,
+relabel images with the model version the stack is configured with now, and reconcile images that
+have neither a result nor an error record. Export streams from S3 listings, so a million results take
+no more memory than a thousand; reconcile keeps the set of keys it has accounted for (one string per
+image), and the gallery its page (it stops at --limit images)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from botocore.exceptions import ClientError
+
+from customlabels_batch import gallery
 
 from . import deployed
 
@@ -373,18 +376,7 @@ def relabel(session: Any, outputs: deployed.StackOutputs, args: argparse.Namespa
 def export(session: Any, outputs: deployed.StackOutputs, args: argparse.Namespace) -> int:
     layout = Layout.from_outputs(outputs)
     s3 = deployed.client(session, "s3")
-    since, until = args.since, args.until
-    if args.run:
-        since, until = run_window(s3, layout, args.run)
-    filters = Filters(
-        prefix=args.prefix,
-        since=since,
-        until=until,
-        label=args.label,
-        min_confidence=args.min_confidence,
-        limit=args.limit,
-    )
-    rows = export_rows(iter_results(s3, layout, filters))
+    rows = export_rows(iter_results(s3, layout, _filters(s3, layout, args)))
     if args.out == "-":
         count = write_rows(rows, sys.stdout, args.format)
     else:
@@ -392,6 +384,100 @@ def export(session: Any, outputs: deployed.StackOutputs, args: argparse.Namespac
             count = write_rows(rows, out, args.format)
     print(f"Exported {count} row(s) as {args.format}", file=sys.stderr)
     return deployed.EXIT_OK
+
+
+# ---- gallery -------------------------------------------------------------------------------------
+
+THUMBNAIL_SIDE = 480
+# Larger objects are not downloaded for a thumbnail (DetectCustomLabels takes at most 15 MB anyway).
+MAX_DOWNLOAD_BYTES = 16 * 1024 * 1024
+DEFAULT_GALLERY_LIMIT = 500
+
+
+def _thumbnail(s3: Any, bucket: str, key: str) -> bytes | None:
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError:
+        return None  # gone since it was labeled: the card says the image is not embedded
+    if obj.get("ContentLength", 0) > MAX_DOWNLOAD_BYTES:
+        return None
+    return gallery.thumbnail(obj["Body"].read(), THUMBNAIL_SIDE)
+
+
+def iter_error_records(s3: Any, layout: Layout, filters: Filters) -> Iterator[tuple[str, dict[str, Any]]]:
+    count = 0
+    for item in iter_objects(s3, layout.bucket, layout.errors_prefix + filters.prefix):
+        document = _read_json(s3, layout.bucket, item["Key"])
+        if not isinstance(document, dict):
+            continue
+        recorded_at = _parse_time(document.get("recordedAt"))
+        if filters.since and (recorded_at is None or recorded_at < filters.since):
+            continue
+        if filters.until and (recorded_at is None or recorded_at >= filters.until):
+            continue
+        source = document.get("source") if isinstance(document.get("source"), dict) else {}
+        yield source.get("key") or item["Key"][len(layout.errors_prefix) : -len(".json")], document
+        count += 1
+        if filters.limit is not None and count >= filters.limit:
+            return
+
+
+def bucket_gallery(s3: Any, layout: Layout, filters: Filters, *, progress: TextIO = sys.stderr) -> str:
+    """The gallery page of the results (and, unless filtering by label or confidence, the error
+    records) that pass the filters, each image downscaled and embedded."""
+    entries: list[gallery.Entry] = []
+    for key, document, labels in iter_results(s3, layout, filters):
+        shown = {**document, "customLabels": labels}  # only the labels that passed the filters
+        entries.append((key[len(layout.input_prefix) :], shown, _thumbnail(s3, layout.bucket, key)))
+        if len(entries) % 50 == 0:
+            print(f"  {len(entries)} results read", file=progress)
+    errors: list[gallery.Entry] = []
+    if filters.label is None and filters.min_confidence is None:
+        for key, document in iter_error_records(s3, layout, filters):
+            relative = key[len(layout.input_prefix) :] if key.startswith(layout.input_prefix) else key
+            data = _thumbnail(s3, layout.bucket, key) if document.get("source") else None
+            errors.append((relative, document, data))
+    shown = [
+        ("Bucket", f"s3://{layout.bucket}/{layout.input_prefix}{filters.prefix}"),
+        ("Images shown", len(entries)),
+        (
+            "Error records shown",
+            len(errors) if filters.label is None and filters.min_confidence is None else None,
+        ),
+        ("Label", filters.label),
+        ("Minimum confidence", filters.min_confidence),
+        ("Labeled from", filters.since.isoformat() if filters.since else None),
+        ("Labeled until", filters.until.isoformat() if filters.until else None),
+    ]
+    return gallery.render(
+        "Custom Labels results", entries, errors, lambda counts: gallery.stats_headline(shown, counts)
+    )
+
+
+def gallery_command(session: Any, outputs: deployed.StackOutputs, args: argparse.Namespace) -> int:
+    layout = Layout.from_outputs(outputs)
+    s3 = deployed.client(session, "s3")
+    filters = _filters(s3, layout, args)
+    page = bucket_gallery(s3, layout, filters)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    print(f"Wrote {out} ({len(page.encode()) // 1024} KB); open it in a browser.")
+    return deployed.EXIT_OK
+
+
+def _filters(s3: Any, layout: Layout, args: argparse.Namespace) -> Filters:
+    since, until = args.since, args.until
+    if args.run:
+        since, until = run_window(s3, layout, args.run)
+    return Filters(
+        prefix=args.prefix,
+        since=since,
+        until=until,
+        label=args.label,
+        min_confidence=args.min_confidence,
+        limit=args.limit,
+    )
 
 
 # ---- wiring --------------------------------------------------------------------------------------
@@ -427,24 +513,43 @@ def add_commands(subparsers: argparse._SubParsersAction, common: argparse.Argume
         "--prefix", default="", help="only image keys starting with this, below the input prefix (e.g. 2026/)"
     )
 
+    selection = argparse.ArgumentParser(add_help=False, parents=[prefix])
+    selection.add_argument("--since", type=_utc_time, help="labeled at or after (ISO, UTC if no zone)")
+    selection.add_argument("--until", type=_utc_time, help="labeled before (ISO, UTC if no zone)")
+    selection.add_argument(
+        "--run", metavar="EXECUTION", help="only what this run labeled (its execution name)"
+    )
+    selection.add_argument("--label", help="only this label")
+    selection.add_argument(
+        "--min-confidence", type=_fraction_of_100, metavar="N", help="only labels at or above N"
+    )
+
+    gallery_parser = subparsers.add_parser(
+        "gallery",
+        parents=[common, selection],
+        help="a one-file HTML page of the results, images downscaled and embedded",
+        description="Write a self-contained HTML page of the bucket's results (boxes drawn over "
+        "downscaled images) and error records, to open or share.",
+    )
+    gallery_parser.add_argument("--out", default="gallery.html", help="file to write (default: gallery.html)")
+    gallery_parser.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_GALLERY_LIMIT,
+        metavar="N",
+        help=f"at most N images (default {DEFAULT_GALLERY_LIMIT})",
+    )
+    gallery_parser.set_defaults(func=_on_stack(gallery_command))
+
     export_parser = subparsers.add_parser(
         "export",
-        parents=[common, prefix],
+        parents=[common, selection],
         help="every result as rows (CSV or JSON Lines), streaming",
         description="Write one row per label found (an image without labels: one row with no label): "
         f"{', '.join(EXPORT_FIELDS)}.",
     )
     export_parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     export_parser.add_argument("--out", default="-", help="file to write (default: standard output)")
-    export_parser.add_argument("--since", type=_utc_time, help="labeled at or after (ISO, UTC if no zone)")
-    export_parser.add_argument("--until", type=_utc_time, help="labeled before (ISO, UTC if no zone)")
-    export_parser.add_argument(
-        "--run", metavar="EXECUTION", help="only what this run labeled (its execution name)"
-    )
-    export_parser.add_argument("--label", help="only this label")
-    export_parser.add_argument(
-        "--min-confidence", type=_fraction_of_100, metavar="N", help="only labels at or above N"
-    )
     export_parser.add_argument("--limit", type=int, metavar="N", help="at most N images")
     export_parser.set_defaults(func=_on_stack(export))
 
