@@ -32,7 +32,7 @@ from customlabels_batch.emulator.dataset import (
     generate_sample_dataset,
 )
 from customlabels_batch.emulator.functions import PROCESSOR, load_handler
-from customlabels_batch.emulator.gallery import write_gallery
+from customlabels_batch.gallery import write_gallery
 from customlabels_batch.emulator.pipeline import emulated_config
 from customlabels_batch.settings import Use
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from customlabels_batch.emulator.custom_labels import Annotations, ModelBehaviour
 from customlabels_batch.emulator.dataset import generate_sample_dataset
-from customlabels_batch.emulator.gallery import write_gallery
 from customlabels_batch.emulator.pipeline import (
     FAULTS,
     DefinitionError,
@@ -22,6 +21,7 @@ from customlabels_batch.emulator.pipeline import (
     Upload,
     emulated_config,
 )
+from customlabels_batch.gallery import write_gallery
 from customlabels_batch.settings import STATE_MACHINE_ASL, ConfigError
 
 DEFAULT_TIME_SCALE = 200.0  # a 10-minute model start shows for 3 s of wall time

@@ -529,7 +529,8 @@ def _confirm(prompt: str) -> bool:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register run-now, status and redrive; each sets `func(args) -> exit code`."""
+    """Register run-now, status, redrive and the result commands (results.py); each sets
+    `func(args) -> exit code`."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--stack-name", default=DEFAULT_STACK_NAME, help=f"deployed stack (default: {DEFAULT_STACK_NAME})"
@@ -577,6 +578,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     redrive_parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     redrive_parser.set_defaults(func=_one_line_errors(redrive_command))
+
+    from customlabels_batch.cli import results
+
+    results.add_commands(subparsers, common)
 
 
 def _one_line_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -1,10 +1,13 @@
-"""A one-file HTML gallery of a run's outputs: each labeled image with its boxes, each error record,
-and the run's headline numbers. Images are inlined, so the page works offline and can be mailed."""
+"""A one-file HTML gallery of results: each labeled image with its boxes, each error record, and the
+headline numbers. Images are inlined, so the page works offline and can be mailed. The demo writes
+one from its output folder (`write_gallery`); the `gallery` command builds one from the deployed
+bucket (`bucket_gallery`), with thumbnails downscaled so the file stays small enough to share."""
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import zlib
 from collections import Counter
@@ -47,39 +50,82 @@ h2{font-size:16px;margin:24px 24px 8px}
 """
 
 
+# (relative path, parsed document or None, the image's bytes or None)
+Entry = tuple[str, Any, bytes | None]
+
+
 def write_gallery(out_dir: Path, *, images_dir: Path) -> Path:
     """Write `out_dir/gallery.html` from `out_dir/results/`, `out_dir/errors/` and
     `out_dir/run-report.json`; source images are read from `images_dir` by the same relative path
     the output objects have (`results/a/b.jpg.json` shows `images_dir/a/b.jpg`). Returns the page."""
-    budget = _Budget(MAX_EMBEDDED_TOTAL_BYTES)
-    results = _read_outputs(out_dir / "results")
-    errors = _read_outputs(out_dir / "errors")
+    results = [(rel, doc, _read_image(images_dir / rel)) for rel, doc in _read_outputs(out_dir / "results")]
+    errors = [(rel, doc, _read_image(images_dir / rel)) for rel, doc in _read_outputs(out_dir / "errors")]
     report = _read_json(out_dir / "run-report.json")
-    result_cards = [_result_card(rel, doc, images_dir, budget) for rel, doc in results]
-    error_cards = [_error_card(rel, doc, images_dir, budget) for rel, doc in errors]
+    page = render("Custom Labels run", results, errors, lambda counts: _headline(report, counts))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "gallery.html"
+    target.write_text(page, encoding="utf-8")
+    return target
+
+
+def render(title: str, results: list[Entry], errors: list[Entry], headline) -> str:
+    """The page: `headline(label counts)` gives the header's HTML."""
+    budget = _Budget(MAX_EMBEDDED_TOTAL_BYTES)
+    result_cards = [_result_card(rel, doc, data, budget) for rel, doc, data in results]
+    error_cards = [_error_card(rel, doc, data, budget) for rel, doc, data in errors]
     label_counts = Counter(
         str(label.get("Name"))
-        for _, doc in results
+        for _, doc, _ in results
         for label in _list(doc.get("customLabels") if isinstance(doc, dict) else None)
         if isinstance(label, dict)
     )
-    page = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Custom Labels run gallery</title>
+<title>{_esc(title)} gallery</title>
 <style>{CSS}</style></head>
 <body>
-<header><h1>Custom Labels run</h1>{_headline(report, label_counts)}</header>
+<header><h1>{_esc(title)}</h1>{headline(label_counts)}</header>
 <h2>Labeled images ({len(result_cards)})</h2>
 <div class="grid">{"".join(result_cards) or '<p class="note">No results.</p>'}</div>
 <h2>Error records ({len(error_cards)})</h2>
 <div class="grid">{"".join(error_cards) or '<p class="note">No error records.</p>'}</div>
 </body></html>
 """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "gallery.html"
-    target.write_text(page, encoding="utf-8")
-    return target
+
+
+def stats_headline(stats: list[tuple[str, Any]], label_counts: Counter) -> str:
+    items = "".join(
+        f"<div><dt>{_esc(name)}</dt><dd>{'&ndash;' if value is None else _esc(value)}</dd></div>"
+        for name, value in stats
+    )
+    parts = [f'<dl class="stats">{items}</dl>']
+    if label_counts:
+        found = ", ".join(f"{_esc(name)} {count}" for name, count in sorted(label_counts.items()))
+        parts.append(f"<p>Labels found: {found}</p>")
+    return "".join(parts)
+
+
+def thumbnail(data: bytes, max_side: int) -> bytes | None:
+    """The image as a JPEG at most max_side pixels on a side (boxes are in fractions of the image,
+    so they land the same); None if it does not decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.thumbnail((max_side, max_side))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, "JPEG", quality=80)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return buffer.getvalue()
+
+
+def _read_image(path: Path) -> bytes | None:
+    try:
+        if path.stat().st_size > MAX_EMBEDDED_FILE_BYTES:
+            return None  # checked before reading: the file may be enormous
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 class _Budget:
@@ -123,9 +169,9 @@ def _headline(report: Any, label_counts: Counter) -> str:
     if not isinstance(report, dict):
         return '<p class="note">No readable run-report.json.</p>'
     model = report.get("model") if isinstance(report.get("model"), dict) else {}
+    lost = _list(report.get("lostImages"))
     mapping = report.get("mapping") if isinstance(report.get("mapping"), dict) else {}
     durations = report.get("durations") if isinstance(report.get("durations"), dict) else {}
-    lost = _list(report.get("lostImages"))
     cost = model.get("estimatedCostUsd")
     stats = [
         ("Images uploaded", report.get("imagesUploaded")),
@@ -138,17 +184,10 @@ def _headline(report: Any, label_counts: Counter) -> str:
         ("Mapping at end", mapping.get("finalState")),
         ("Emulated duration", _duration(durations.get("emulatedSeconds"))),
     ]
-    items = "".join(
-        f"<div><dt>{_esc(name)}</dt><dd>{'&ndash;' if value is None else _esc(value)}</dd></div>"
-        for name, value in stats
-    )
-    parts = [f'<dl class="stats">{items}</dl>']
-    if label_counts:
-        found = ", ".join(f"{_esc(name)} {count}" for name, count in sorted(label_counts.items()))
-        parts.append(f"<p>Labels found: {found}</p>")
+    headline = stats_headline(stats, label_counts)
     if lost:
-        parts.append(f'<p class="lost">Lost: {", ".join(_esc(key) for key in lost)}</p>')
-    return "".join(parts)
+        headline += f'<p class="lost">Lost: {", ".join(_esc(key) for key in lost)}</p>'
+    return headline
 
 
 def _usd(amount: Any) -> str | None:
@@ -165,11 +204,11 @@ def _duration(seconds: Any) -> str | None:
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
-def _result_card(relative: str, doc: Any, images_dir: Path, budget: _Budget) -> str:
+def _result_card(relative: str, doc: Any, data: bytes | None, budget: _Budget) -> str:
     if not isinstance(doc, dict):
         return _card(relative, '<p class="note">Unreadable result file.</p>', extra_class="error")
     labels = [label for label in _list(doc.get("customLabels")) if isinstance(label, dict)]
-    uri = _data_uri(images_dir / relative, budget)
+    uri = _data_uri(data, budget)
     boxes = "".join(_box(label) for label in labels)
     if uri:
         picture = f'<div class="frame"><img src="{uri}" alt="{_esc(relative)}">{boxes}</div>'
@@ -227,15 +266,15 @@ def _colour(name: str) -> str:
     return BOX_COLOURS[zlib.crc32(name.encode("utf-8")) % len(BOX_COLOURS)]
 
 
-def _error_card(relative: str, doc: Any, images_dir: Path, budget: _Budget) -> str:
+def _error_card(relative: str, doc: Any, data: bytes | None, budget: _Budget) -> str:
     if not isinstance(doc, dict):
         return _card(relative, '<p class="note">Unreadable error record.</p>', extra_class="error")
     source = doc.get("source")
     if isinstance(source, dict):
-        title, path = relative, images_dir / relative
+        title = relative
     else:  # an unreadable SQS message, not an image
-        title, path = f"message {doc.get('messageId', relative)}", None
-    uri = _data_uri(path, budget, verify=True) if path else None
+        title, data = f"message {doc.get('messageId', relative)}", None
+    uri = _data_uri(data, budget, verify=True) if data else None
     thumb = f'<img class="thumb" src="{uri}" alt="{_esc(title)}">' if uri else ""
     body = (
         f'{thumb}<div class="code">{_esc(doc.get("errorCode", "?"))}</div>'
@@ -248,34 +287,27 @@ def _card(title: str, body: str, *, extra_class: str = "") -> str:
     return f'<div class="card {extra_class}"><div class="name">{_esc(title)}</div>{body}</div>'
 
 
-def _data_uri(path: Path, budget: _Budget, *, verify: bool = False) -> str | None:
-    """The file as a data: URI if a browser can show it and it fits the caps; else None."""
-    try:
-        size = path.stat().st_size
-    except OSError:
+def _data_uri(data: bytes | None, budget: _Budget, *, verify: bool = False) -> str | None:
+    """The image as a data: URI if a browser can show it and it fits the caps; else None."""
+    if data is None or len(data) > MAX_EMBEDDED_FILE_BYTES:
         return None
-    if size > MAX_EMBEDDED_FILE_BYTES:
-        return None  # checked before reading: the file may be enormous
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
+    size = len(data)
     if data.startswith(b"\xff\xd8\xff"):
         mime = "image/jpeg"
     elif data.startswith(b"\x89PNG\r\n\x1a\n"):
         mime = "image/png"
     else:
         return None
-    if verify and not _decodes(path):
+    if verify and not _decodes(data):
         return None  # error records are often corrupt files: no broken-image icons
     if not budget.take(size):
         return None
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _decodes(path: Path) -> bool:
+def _decodes(data: bytes) -> bool:
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return False
