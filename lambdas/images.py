@@ -53,9 +53,17 @@ class ImageRef:
     key: str
     etag: str | None
     size: int | None
+    # The notification's eventTime: when the object was created (a relabel: when it was uploaded).
+    uploaded_at: str | None = None
 
     def source(self) -> dict[str, Any]:
-        return {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size}
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "etag": self.etag,
+            "size": self.size,
+            "uploadedAt": self.uploaded_at,
+        }
 
 
 def is_test_event(notification: Any) -> bool:
@@ -126,7 +134,9 @@ def image_of(s3_record: Any, index: int, layout: Layout, log: Log) -> ImageRef |
         # The console's "create folder" writes a zero-byte key ending in "/": not an upload.
         log.info("Skipped folder marker", key=key)
         return None
-    return ImageRef(bucket=bucket, key=key, etag=etag, size=size)
+    event_time = s3_record.get("eventTime") if isinstance(s3_record, dict) else None
+    uploaded_at = event_time if isinstance(event_time, str) else None
+    return ImageRef(bucket=bucket, key=key, etag=etag, size=size, uploaded_at=uploaded_at)
 
 
 def unusable_without_model(image: ImageRef, layout: Layout) -> PermanentImageError | None:

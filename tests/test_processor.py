@@ -40,6 +40,7 @@ LABELS = [
     {"Name": "tulip", "Confidence": 61.5},
 ]
 NO_FAILURES = {"batchItemFailures": []}
+UPLOADED = "2025-01-02T03:00:00.000Z"
 RUN_STATE_TABLE = "run-state"
 DLQ_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/images-dlq"
 
@@ -193,6 +194,8 @@ def result_doc(key: str, labels: list[dict[str, Any]], *, size: int = 2048, etag
             "key": key,
             "etag": etag or ETAG,
             "size": size,
+            # The notification's eventTime (the fixture's): when the image was uploaded.
+            "uploadedAt": UPLOADED,
         },
         "modelVersionArn": MODEL_ARN,
         "labeledAt": NOW,
@@ -374,7 +377,13 @@ def test_unusable_image_gets_an_error_record_and_is_not_retried(aws, rekognition
     assert rekognition.keys == ([case.key] if case.api_error else [])
     assert stored(aws) == {
         "errors/" + case.key.removeprefix("incoming/") + ".json": {
-            "source": {"bucket": BUCKET, "key": case.key, "etag": ETAG, "size": case.size},
+            "source": {
+                "bucket": BUCKET,
+                "key": case.key,
+                "etag": ETAG,
+                "size": case.size,
+                "uploadedAt": UPLOADED,
+            },
             "reason": case.reason,
             "errorCode": case.error_code,
             "messageId": event["Records"][0]["messageId"],

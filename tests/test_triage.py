@@ -131,7 +131,13 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
 def image_error(key: str, code: str, reason: str, *, size: int = 2048) -> dict[str, Any]:
     """The processor's error record for an image (same fields), written by the triage."""
     return {
-        "source": {"bucket": BUCKET, "key": key, "etag": ETAG, "size": size},
+        "source": {
+            "bucket": BUCKET,
+            "key": key,
+            "etag": ETAG,
+            "size": size,
+            "uploadedAt": "2025-01-02T03:00:00.000Z",
+        },
         "reason": reason,
         "errorCode": code,
         "messageId": REQUEST_ID,
@@ -152,7 +158,13 @@ def test_an_image_is_queued_as_a_one_record_s3_notification_the_processor_reads_
     assert aws.stored() == {}
     # The processor parses it to the image the triage judged.
     assert processor._parse_notification(json.dumps(body)) == [
-        processor.ImageRef(bucket=BUCKET, key="incoming/flowers/red flower.jpg", etag=ETAG, size=52431)
+        processor.ImageRef(
+            bucket=BUCKET,
+            key="incoming/flowers/red flower.jpg",
+            etag=ETAG,
+            size=52431,
+            uploaded_at="2025-01-02T03:00:00.000Z",
+        )
     ]
 
 

@@ -3,6 +3,7 @@ Custom Labels and writes one JSON result (or one error record) per image."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -446,7 +447,7 @@ def _with_size(image: ImageRef) -> ImageRef:
             _error_code(error) or str(_status(error)), f"HeadObject refused: {error}"
         ) from None
     etag = image.etag or head.get("ETag", "").strip('"') or None
-    return ImageRef(bucket=image.bucket, key=image.key, etag=etag, size=head["ContentLength"])
+    return dataclasses.replace(image, etag=etag, size=head["ContentLength"])
 
 
 def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
