@@ -228,14 +228,18 @@ def test_reconcile_finds_and_queues_images_with_neither_result_nor_error_record(
     stack.put("errors/_long-keys/abc.json", {"source": {"key": long_key}, "errorCode": "KeyTooLong"})
     stack.put("incoming/folder/")  # a console folder marker: not an image
     stack.put("incoming/été 2026/plage+mer.jpg", b"not yet labeled")
+    stack.put("incoming/readme.md", b"# not an image, and its notification was lost")
 
     assert main(["reconcile", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "7 object(s) under s3://pipeline-bucket/incoming/ have neither a result nor an error record" in out
+    assert "8 object(s) under s3://pipeline-bucket/incoming/ have neither a result nor an error record" in out
+    assert "1 of them the model cannot take" in out
     assert stack.queued() == []
 
     assert main(["reconcile", "--yes"]) == 0
-    assert "Queued 7" in capsys.readouterr().out
+    assert "Queued 7 and recorded 1 error(s)" in capsys.readouterr().out
+    record = json.loads(stack.s3.get_object(Bucket=BUCKET, Key="errors/readme.md.json")["Body"].read())
+    assert record["errorCode"] == "UnsupportedFileType"
     queued = _images(stack.queued())
     assert sorted(key for key, _ in queued) == sorted(
         [f"incoming/day/{i:05d}.jpg" for i in range(0, 3000, 500)] + ["incoming/été 2026/plage+mer.jpg"]
@@ -273,6 +277,7 @@ def test_relabel_keeps_the_old_results_and_queues_only_what_the_configured_versi
     stack.put("incoming/2026/c.jpg")
     stack.result("2026/c.jpg", version=V2)
     stack.put("incoming/2026/new.jpg")
+    stack.put("incoming/2026/notes.txt")  # not an image: never relabelled
     stack.put("incoming/2025/old.jpg")
 
     assert main(["relabel", "--prefix", "2026/", "--dry-run"]) == 0

@@ -32,8 +32,8 @@ from customlabels_batch.emulator.dataset import (
     generate_sample_dataset,
 )
 from customlabels_batch.emulator.functions import PROCESSOR, load_handler
-from customlabels_batch.gallery import write_gallery
 from customlabels_batch.emulator.pipeline import emulated_config
+from customlabels_batch.gallery import write_gallery
 from customlabels_batch.settings import Use
 
 MODEL_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/demo/version/demo.v1/1700000000000"

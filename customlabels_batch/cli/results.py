@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from botocore.exceptions import ClientError
 
 from customlabels_batch import gallery
+from customlabels_batch.lambdas import images
 
 from . import deployed
 
@@ -236,6 +237,20 @@ def _is_folder_marker(item: dict[str, Any]) -> bool:
     return item["Key"].endswith("/")
 
 
+def _image(layout: Layout, item: dict[str, Any]) -> images.ImageRef:
+    return images.ImageRef(
+        bucket=layout.bucket,
+        key=item["Key"],
+        etag=(item.get("ETag") or "").strip('"') or None,
+        size=item.get("Size"),
+    )
+
+
+def _unusable(layout: Layout, item: dict[str, Any]) -> images.PermanentImageError | None:
+    """Why the model can never take this object (the triage's and the processor's own test)."""
+    return images.unusable_without_model(_image(layout, item), layout)
+
+
 def accounted_keys(s3: Any, layout: Layout) -> set[str]:
     """Input keys that have a result or an error record."""
     keys = set()
@@ -297,15 +312,36 @@ def reconcile(session: Any, outputs: deployed.StackOutputs, args: argparse.Names
         print(f"  {item['Key']}")
     if len(strays) > args.show:
         print(f"  ... and {len(strays) - args.show} more")
+    unusable = [(item, why) for item in strays if (why := _unusable(layout, item))]
+    candidates = [item for item in strays if not _unusable(layout, item)]
+    if unusable:
+        print(f"{len(unusable)} of them the model cannot take: they get their error record, not the model.")
     if args.dry_run:
         return deployed.EXIT_OK
-    if not args.even_if_queued:
+    if candidates and not args.even_if_queued:
         _require_quiet_queue(sqs, queue_url, "images")
-    if not _ask(f"Queue {len(strays)} image(s) for the next run? [y/N] ", assume_yes=args.yes):
+    question = (
+        f"Queue {len(candidates)} image(s) for the next run and record {len(unusable)} error(s)? [y/N] "
+    )
+    if not _ask(question, assume_yes=args.yes):
         print("Nothing queued.")
         return deployed.EXIT_FAILED
-    sent = send_all(sqs, queue_url, (notification_body(layout, item, "Reconcile") for item in strays))
-    print(f"Queued {sent}; the next run labels them (or `{deployed.CLI_NAME} run-now`).")
+    recorded_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    for item, why in unusable:
+        key, document = images.image_error_record(
+            _image(layout, item), why, message_id="reconcile", layout=layout, recorded_at=recorded_at
+        )
+        s3.put_object(
+            Bucket=layout.bucket,
+            Key=key,
+            Body=json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8"),
+            ContentType="application/json",
+        )
+    sent = send_all(sqs, queue_url, (notification_body(layout, item, "Reconcile") for item in candidates))
+    print(
+        f"Queued {sent} and recorded {len(unusable)} error(s); the next run labels the queued ones (or "
+        f"`{deployed.CLI_NAME} run-now`)."
+    )
     return deployed.EXIT_OK
 
 
@@ -334,8 +370,8 @@ def relabel(session: Any, outputs: deployed.StackOutputs, args: argparse.Namespa
     plan: list[tuple[dict[str, Any], str | None]] = []  # (object, the version of its current result)
     current = 0
     for item in iter_objects(s3, layout.bucket, layout.input_prefix + args.prefix):
-        if _is_folder_marker(item):
-            continue
+        if _is_folder_marker(item) or _unusable(layout, item):
+            continue  # only images the model can take are relabelled
         result_key = layout.results_prefix + item["Key"][len(layout.input_prefix) :] + ".json"
         producer = _result_version(s3, layout, result_key)
         if producer == version:
