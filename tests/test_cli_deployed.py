@@ -793,7 +793,10 @@ def no_aws_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookups
 
 
-@pytest.mark.parametrize("argv", [["run-now"], ["status"], ["redrive", "--yes"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["run-now"], ["status"], ["redrive", "--yes"], ["gallery"], ["export"], ["relabel"], ["reconcile"]],
+)
 def test_no_credentials_is_one_line_saying_how_to_configure_them(
     no_aws_configuration: None, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
