@@ -18,7 +18,7 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto.s3.models import s3_backends
-from test_cli_deployed import ACCOUNT, AWS_ENVIRONMENT, REGION, STACK, create_stack
+from test_cli_deployed import ACCOUNT, REGION, STACK, aws_env, create_stack  # noqa: F401 - aws_env is a fixture
 
 from customlabels_batch.cli import main, results
 from customlabels_batch.emulator.functions import PROCESSOR, load_handler
@@ -83,12 +83,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    for name in AWS_ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+def stack(aws_env: None) -> Iterator[Stack]:  # noqa: F811 - the imported fixture
     with mock_aws():
         session = boto3.Session(region_name=REGION)
         s3, sqs = session.client("s3"), session.client("sqs")

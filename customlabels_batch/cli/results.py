@@ -69,6 +69,17 @@ class Filters:
     min_confidence: float | None = None
     limit: int | None = None
 
+    def takes(self, time: Any) -> bool:
+        """Whether a document written at `time` (ISO text) is in the time range."""
+        if self.since is None and self.until is None:
+            return True
+        at = _parse_time(time)
+        return (
+            at is not None
+            and (self.since is None or at >= self.since)
+            and (self.until is None or at < self.until)
+        )
+
 
 def iter_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -108,10 +119,7 @@ def iter_results(s3: Any, layout: Layout, filters: Filters) -> Iterator[tuple[st
         document = _read_json(s3, layout.bucket, item["Key"])
         if not isinstance(document, dict):
             continue
-        labeled_at = _parse_time(document.get("labeledAt"))
-        if filters.since and (labeled_at is None or labeled_at < filters.since):
-            continue
-        if filters.until and (labeled_at is None or labeled_at >= filters.until):
+        if not filters.takes(document.get("labeledAt")):
             continue
         labels = _labels(document, filters)
         if (filters.label is not None or filters.min_confidence is not None) and not labels:
@@ -446,10 +454,7 @@ def iter_error_records(s3: Any, layout: Layout, filters: Filters) -> Iterator[tu
         document = _read_json(s3, layout.bucket, item["Key"])
         if not isinstance(document, dict):
             continue
-        recorded_at = _parse_time(document.get("recordedAt"))
-        if filters.since and (recorded_at is None or recorded_at < filters.since):
-            continue
-        if filters.until and (recorded_at is None or recorded_at >= filters.until):
+        if not filters.takes(document.get("recordedAt")):
             continue
         source = document.get("source") if isinstance(document.get("source"), dict) else {}
         yield source.get("key") or item["Key"][len(layout.errors_prefix) : -len(".json")], document
