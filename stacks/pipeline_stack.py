@@ -60,6 +60,7 @@ class PipelineStack(Stack):
             "RunsPrefix": config.runs_prefix,
             "QueueUrl": ingest.queue.queue_url,
             "DeadLetterQueueUrl": ingest.dead_letter_queue.queue_url,
+            "TriageFailureQueueUrl": triage.failure_queue.queue_url,
             "StateMachineArn": orchestration.state_machine.state_machine_arn,
             "EventSourceMappingUuid": processor.mapping.event_source_mapping_id,
             "NotificationTopicArn": notifications.topic.topic_arn,

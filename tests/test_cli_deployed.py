@@ -188,6 +188,7 @@ def pipeline(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipelin
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
+        triage_failures_url = sqs.create_queue(QueueName="triage-failures")["QueueUrl"]
         role_arn = session.client("iam").create_role(RoleName="pipeline", AssumeRolePolicyDocument="{}")[
             "Role"
         ]["Arn"]
@@ -216,6 +217,7 @@ def pipeline(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipelin
                 "RunsPrefix": "runs/",
                 "QueueUrl": queue_url,
                 "DeadLetterQueueUrl": dlq_url,
+                "TriageFailureQueueUrl": triage_failures_url,
                 "StateMachineArn": state_machine_arn,
                 "EventSourceMappingUuid": mapping_uuid,
                 "ProcessorFunctionName": "processor",
@@ -556,6 +558,22 @@ def test_status_does_not_warn_while_an_execution_manages_the_model(
     pipeline.client("stepfunctions").stop_execution(executionArn=holding)
 
 
+def test_status_warns_about_uploads_the_triage_gave_up_on(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sqs = pipeline.client("sqs")
+    failures_url = sqs.get_queue_url(QueueName="triage-failures")["QueueUrl"]
+    sqs.send_message(QueueUrl=failures_url, MessageBody=json.dumps({"requestPayload": {"Records": []}}))
+    pipeline.model_is("STOPPED")
+
+    assert main(["status"]) == 0
+
+    out = capsys.readouterr().out
+    assert re.search(r"^  triage failures triage-failures\s+1\s+0\s+0$", out, re.MULTILINE)
+    assert "WARNING: the triage gave up on 1 upload(s)" in out
+    assert "`customlabels-batch reconcile` queues the images" in out
+
+
 def test_status_json_has_every_section_and_keeps_warnings_off_stdout(
     pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -575,6 +593,13 @@ def test_status_json_has_every_section_and_keeps_warnings_off_stdout(
     assert status["queues"] == {
         "queue": {"url": pipeline.queue_url, "visible": 0, "inFlight": 0, "delayed": 1, "total": 1},
         "deadLetterQueue": {"url": pipeline.dlq_url, "visible": 0, "inFlight": 1, "delayed": 0, "total": 1},
+        "triageFailureQueue": {
+            "url": pipeline.client("sqs").get_queue_url(QueueName="triage-failures")["QueueUrl"],
+            "visible": 0,
+            "inFlight": 0,
+            "delayed": 0,
+            "total": 0,
+        },
     }
     assert status["model"] == {
         "projectVersionArn": MODEL_ARN,

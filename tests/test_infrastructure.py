@@ -66,6 +66,7 @@ EXPECTED_OUTPUTS = {
     "RunsPrefix",
     "QueueUrl",
     "DeadLetterQueueUrl",
+    "TriageFailureQueueUrl",
     "StateMachineArn",
     "EventSourceMappingUuid",
     "NotificationTopicArn",

@@ -361,6 +361,12 @@ def collect_status(session: boto3.Session, outputs: StackOutputs) -> dict[str, A
             "records": recent_run_records(client(session, "s3"), bucket, runs_prefix),
         },
     }
+    # Stacks deployed before the triage have no such output: nothing to count there.
+    triage_failures = outputs.values.get("TriageFailureQueueUrl")
+    if triage_failures:
+        status["queues"]["triageFailureQueue"] = _queue_report(
+            triage_failures, queue_counts(sqs, triage_failures)
+        )
     status["warnings"] = status_warnings(status)
     return status
 
@@ -391,6 +397,13 @@ def status_warnings(status: dict[str, Any]) -> list[str]:
             f"WARNING: the dead-letter queue holds {dlq_total} message(s) that failed processing "
             f"repeatedly; once the cause is fixed, `{CLI_NAME} redrive` puts them back on the queue"
         )
+    triage_total = status["queues"].get("triageFailureQueue", {}).get("total")
+    if triage_total:
+        warnings.append(
+            f"WARNING: the triage gave up on {triage_total} upload(s) (its failure queue holds the S3 "
+            f"events): once the cause is fixed, `{CLI_NAME} reconcile` queues the images that have "
+            "neither a result nor an error record"
+        )
     return warnings
 
 
@@ -402,7 +415,12 @@ def print_status(status: dict[str, Any]) -> None:
         ["QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED"],
         [
             [f"{label} {_queue_name(queue['url'])}", queue["visible"], queue["inFlight"], queue["delayed"]]
-            for label, queue in (("images", queues["queue"]), ("dead-letter", queues["deadLetterQueue"]))
+            for label, queue in (
+                ("images", queues["queue"]),
+                ("dead-letter", queues["deadLetterQueue"]),
+                ("triage failures", queues.get("triageFailureQueue")),
+            )
+            if queue
         ],
     )
     print()
