@@ -11,6 +11,7 @@ import hashlib
 import json
 import urllib.parse
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
@@ -175,6 +176,16 @@ def long_key_error_key(key: str, errors_prefix: str) -> str:
     """Where the error record of an image whose mirrored keys would not fit goes: named by a hash
     of its key (the record inside names the key)."""
     return f"{errors_prefix}_long-keys/{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
+
+
+def utc_now() -> str:
+    """The time as every pipeline document writes it: ISO, milliseconds, Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_body(document: dict[str, Any]) -> bytes:
+    """A result or error record as the pipeline stores it (readable, unicode kept)."""
+    return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
 
 
 # ---- error records: one JSON document per unusable image or unreadable message ----------------

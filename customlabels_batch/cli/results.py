@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote_plus
 
 from botocore.exceptions import ClientError
 
@@ -190,8 +191,6 @@ def run_window(s3: Any, layout: Layout, execution_name: str) -> tuple[datetime, 
 def notification_body(layout: Layout, item: dict[str, Any], event_name: str) -> str:
     """An S3 event notification for an existing object, as the processor reads them: the key URL-
     encoded as S3 sends it, the size and ETag from the listing, and the upload time as eventTime."""
-    from urllib.parse import quote_plus
-
     modified = item.get("LastModified")
     record = {
         "eventVersion": "2.1",
@@ -320,8 +319,9 @@ def reconcile(session: Any, outputs: deployed.StackOutputs, args: argparse.Names
         print(f"  {item['Key']}")
     if len(strays) > args.show:
         print(f"  ... and {len(strays) - args.show} more")
-    unusable = [(item, why) for item in strays if (why := _unusable(layout, item))]
-    candidates = [item for item in strays if not _unusable(layout, item)]
+    verdicts = [(item, _unusable(layout, item)) for item in strays]
+    unusable = [(item, why) for item, why in verdicts if why]
+    candidates = [item for item, why in verdicts if not why]
     if unusable:
         print(f"{len(unusable)} of them the model cannot take: they get their error record, not the model.")
     if args.dry_run:
@@ -334,7 +334,7 @@ def reconcile(session: Any, outputs: deployed.StackOutputs, args: argparse.Names
     if not _ask(question, assume_yes=args.yes):
         print("Nothing queued.")
         return deployed.EXIT_FAILED
-    recorded_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    recorded_at = images.utc_now()
     for item, why in unusable:
         key, document = images.image_error_record(
             _image(layout, item), why, message_id="reconcile", layout=layout, recorded_at=recorded_at
@@ -342,7 +342,7 @@ def reconcile(session: Any, outputs: deployed.StackOutputs, args: argparse.Names
         s3.put_object(
             Bucket=layout.bucket,
             Key=key,
-            Body=json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8"),
+            Body=images.json_body(document),
             ContentType="application/json",
         )
     sent = send_all(sqs, queue_url, (notification_body(layout, item, "Reconcile") for item in candidates))
@@ -365,9 +365,11 @@ def _result_version(s3: Any, layout: Layout, result_key: str) -> str | None:
 
 
 def _version_name(version_arn: str) -> str:
-    """`arn:...:project/p/version/p.v1/123` -> `p.v1`; anything else, made safe for a key."""
-    parts = version_arn.split("/")
-    return parts[-2] if len(parts) >= 2 and "version" in parts else version_arn.replace("/", "_") or "unknown"
+    """`arn:...:project/p/version/p.v1/123` -> `p.v1`; anything else (an odd result), made safe for a key."""
+    try:
+        return deployed.parse_project_version_arn(version_arn)[1]
+    except deployed.CliError:
+        return version_arn.replace("/", "_").replace(":", "_") or "unknown"
 
 
 def relabel(session: Any, outputs: deployed.StackOutputs, args: argparse.Namespace) -> int:

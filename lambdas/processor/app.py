@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import random
 import time
@@ -196,8 +195,20 @@ budget = TimeBudget()
 def record_handler(record: SQSRecord) -> None:
     # A message delivered before was in an invocation that failed it, crashed or timed out: it is
     # marked while it is attempted, so that one found marked was being attempted when its
-    # invocation died, and is not attempted again.
+    # invocation died, and is not attempted again. Nothing here runs when the runtime dies (a
+    # crash, the timeout): the mark stays.
     retried = _receives(record) > 1
+    try:
+        _attempt(record, retried)
+    except Exception:
+        _unmark(record, retried)
+        raise
+    _unmark(record, retried)
+    _delete(record)
+
+
+def _attempt(record: SQSRecord, retried: bool) -> None:
+    """Process the message, or move it to the DLQ; on failure, set when it comes back and re-raise."""
     try:
         breaker.check()
         budget.check("this message")
@@ -210,13 +221,11 @@ def record_handler(record: SQSRecord) -> None:
             breaker.trip(str(error))
             logger.error("The pipeline is misconfigured; no more model calls for now", reason=str(error))
         metrics.add_metric(name="PipelineMisconfigured", unit=MetricUnit.Count, value=1)
-        _unmark(record, retried)
         _retry_soon(record, MISCONFIGURED_RETRY_SECONDS, back_off=False)
         raise
     except NotAttemptedError as error:
         logger.info("Message left for the next delivery", messageId=record.message_id, reason=str(error))
         metrics.add_metric(name="NotAttempted", unit=MetricUnit.Count, value=1)
-        _unmark(record, retried)
         _retry_soon(record, 0, back_off=False)
         raise
     except Exception as error:
@@ -225,12 +234,8 @@ def record_handler(record: SQSRecord) -> None:
         else:
             logger.exception("Message failed unexpectedly; it will be retried", messageId=record.message_id)
         metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
-        _unmark(record, retried)
         _retry_soon(record, SETTINGS.retry_delay_seconds)
         raise
-    # Nothing here runs when the runtime dies (a crash, the timeout): the mark stays.
-    _unmark(record, retried)
-    _delete(record)
 
 
 @logger.inject_lambda_context
@@ -543,7 +548,7 @@ def _put_json(bucket: str, key: str, document: dict[str, Any]) -> None:
         s3_client().put_object(
             Bucket=bucket,
             Key=key,
-            Body=json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8"),
+            Body=images.json_body(document),
             ContentType="application/json",
         )
     except ClientError as error:
@@ -567,8 +572,7 @@ def retry_delay(base_seconds: int, receive_count: int) -> int:
 def _retry_soon(record: SQSRecord, base_seconds: int, *, back_off: bool = True) -> None:
     """Set the failed message's visibility so it returns after the back-off (seconds, not 6x the
     timeout), or after base_seconds exactly."""
-    receives = int(record.attributes.approximate_receive_count or 1)
-    delay_seconds = retry_delay(base_seconds, receives) if back_off else base_seconds
+    delay_seconds = retry_delay(base_seconds, _receives(record)) if back_off else base_seconds
     try:
         client, url = _queue_url(record)
         client.change_message_visibility(
@@ -585,5 +589,4 @@ def _retry_soon(record: SQSRecord, base_seconds: int, *, back_off: bool = True) 
         )
 
 
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_utc_now = images.utc_now  # a module attribute: tests fix the time here

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -139,10 +138,9 @@ def _put_json(key: str, document: dict[str, Any]) -> None:
     s3_client().put_object(
         Bucket=SETTINGS.bucket,
         Key=key,
-        Body=json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8"),
+        Body=images.json_body(document),
         ContentType="application/json",
     )
 
 
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_utc_now = images.utc_now  # a module attribute: tests fix the time here
