@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -60,3 +60,26 @@ class Ingest(Construct):
             ),
             removal_policy=RemovalPolicy.DESTROY,
         )
+
+
+def last_stop_queue(scope: Construct, construct_id: str, *, retention: Duration, holds: str) -> sqs.Queue:
+    """An encrypted, TLS-only queue where undeliverable events end (a rule target's or an asynchronous
+    invoke's dead-letter queue): cdk-nag only recognizes queue and Lambda DLQs as such, and a
+    dead-letter queue has no DLQ of its own."""
+    queue = sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.SQS_MANAGED,
+        enforce_ssl=True,
+        retention_period=retention,
+        # It holds only events about the pipeline's own work: they mean nothing without the stack.
+        removal_policy=RemovalPolicy.DESTROY,
+    )
+    Validations.of(queue).acknowledge(
+        Acknowledgment(
+            id="AwsSolutions-SQS3",
+            reason=f"This queue is {holds} (cdk-nag only recognizes queue and Lambda DLQs); a "
+            "dead-letter queue has no DLQ of its own.",
+        )
+    )
+    return queue

@@ -8,13 +8,12 @@ from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from customlabels_batch.settings import CLEANUP_INPUT_PREFIX, CLEANUP_STATUSES, STATE_MACHINE_ASL, Settings
 from stacks.functions import owned_log_group
-from stacks.ingest import Ingest
+from stacks.ingest import Ingest, last_stop_queue
 from stacks.notifications import Notifications
 from stacks.processor import Processor
 from stacks.run_recorder import RunRecorder
@@ -126,21 +125,11 @@ class Orchestration(Construct):
         # Both rules' undeliverable events: a scheduled run that never started, or a clean-up that never
         # ran (the model may have been left on). Each target adds its rule's aws:SourceArn-scoped
         # sqs:SendMessage statement to the queue policy.
-        self.trigger_dead_letter_queue = sqs.Queue(
+        self.trigger_dead_letter_queue = last_stop_queue(
             self,
             "TriggerDlq",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=TRIGGER_DEAD_LETTER_RETENTION,
-            # It holds only events that failed to start a run: they mean nothing without the stack.
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        Validations.of(self.trigger_dead_letter_queue).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-SQS3",
-                reason="This queue is the dead-letter queue of both EventBridge rule targets (cdk-nag "
-                "only recognizes queue and Lambda DLQs); a dead-letter queue has no DLQ of its own.",
-            )
+            retention=TRIGGER_DEAD_LETTER_RETENTION,
+            holds="the dead-letter queue of both EventBridge rule targets",
         )
         target_delivery = {
             "dead_letter_queue": self.trigger_dead_letter_queue,

@@ -3,12 +3,11 @@ only what the model can judge, and the queue that keeps the events it failed on.
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Duration, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from customlabels_batch.settings import (
@@ -18,7 +17,7 @@ from customlabels_batch.settings import (
     Use,
 )
 from stacks.functions import acknowledge_prefix_access, python_function
-from stacks.ingest import Ingest
+from stacks.ingest import Ingest, last_stop_queue
 from stacks.processor import Processor
 
 HANDLER = "triage.app.lambda_handler"
@@ -74,21 +73,11 @@ class Triage(Construct):
             )
         )
 
-        self.failure_queue = sqs.Queue(
+        self.failure_queue = last_stop_queue(
             self,
             "FailureQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=FAILURE_QUEUE_RETENTION,
-            # It holds S3 events of images that stay in the bucket; they mean nothing without the stack.
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        Validations.of(self.failure_queue).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-SQS3",
-                reason="This queue is the triage function's on-failure destination (cdk-nag only "
-                "recognizes queue and Lambda DLQs); a dead-letter queue has no DLQ of its own.",
-            )
+            retention=FAILURE_QUEUE_RETENTION,
+            holds="the triage function's on-failure destination",
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
