@@ -284,15 +284,13 @@ class EmulatedPipeline:
             runStateTable=self.run_state_table,
             deadLetterQueueUrl=self.dlq_url,
         )
-        function_arn = self.lam.create_function(
-            FunctionName="image-processor",
-            Runtime="python3.13",
-            Role=role,
-            Handler="processor.app.lambda_handler",
-            Code={"ZipFile": _empty_zip()},
-            Timeout=config.processor_timeout_seconds,
-            Environment={"Variables": processor_environment},
-        )["FunctionArn"]
+        function_arn = self._create_function(
+            "image-processor",
+            "processor.app.lambda_handler",
+            role,
+            config.processor_timeout_seconds,
+            processor_environment,
+        )
         self.mapping_uuid = self.lam.create_event_source_mapping(
             EventSourceArn=queue_arn,
             FunctionName=function_arn,
@@ -306,15 +304,9 @@ class EmulatedPipeline:
         recorder_environment = config.function_environment(
             Use.RUN_RECORDER, bucket=self.bucket, queueUrl=self.queue_url, deadLetterQueueUrl=self.dlq_url
         )
-        recorder_arn = self.lam.create_function(
-            FunctionName=RUN_RECORDER_NAME,
-            Runtime="python3.13",
-            Role=role,
-            Handler="run_recorder.app.lambda_handler",
-            Code={"ZipFile": _empty_zip()},
-            Timeout=60,
-            Environment={"Variables": recorder_environment},
-        )["FunctionArn"]
+        recorder_arn = self._create_function(
+            RUN_RECORDER_NAME, "run_recorder.app.lambda_handler", role, 60, recorder_environment
+        )
         self.emulation.functions[RUN_RECORDER_NAME] = self._load_run_recorder(
             recorder_arn, recorder_environment
         )
@@ -343,6 +335,20 @@ class EmulatedPipeline:
         )
         self.mapping.start()
 
+    def _create_function(
+        self, name: str, handler: str, role: str, timeout_seconds: int, environment: dict[str, str]
+    ) -> str:
+        """A function as the stack declares it (its code runs in-process, so the package is empty)."""
+        return self.lam.create_function(
+            FunctionName=name,
+            Runtime="python3.13",
+            Role=role,
+            Handler=handler,
+            Code={"ZipFile": _empty_zip()},
+            Timeout=timeout_seconds,
+            Environment={"Variables": environment},
+        )["FunctionArn"]
+
     def _start_triage(self, role: str) -> None:
         """The triage function with its failure queue, configured as the stack configures them, and the
         bucket notification that invokes it (async_invoke runs it here, as Lambda would)."""
@@ -352,15 +358,7 @@ class EmulatedPipeline:
             Attributes={"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_DAYS * 86400)},
         )["QueueUrl"]
         environment = config.function_environment(Use.TRIAGE, bucket=self.bucket, queueUrl=self.queue_url)
-        function_arn = self.lam.create_function(
-            FunctionName=TRIAGE_NAME,
-            Runtime="python3.13",
-            Role=role,
-            Handler="triage.app.lambda_handler",
-            Code={"ZipFile": _empty_zip()},
-            Timeout=30,
-            Environment={"Variables": environment},
-        )["FunctionArn"]
+        function_arn = self._create_function(TRIAGE_NAME, "triage.app.lambda_handler", role, 30, environment)
         self.lam.put_function_event_invoke_config(
             FunctionName=TRIAGE_NAME,
             MaximumRetryAttempts=TRIAGE_RETRY_ATTEMPTS,
