@@ -28,8 +28,11 @@ FUNCTION_SETTINGS_VARIABLE = "PIPELINE_SETTINGS"
 # The console script; messages and alarm texts tell people to run it.
 CLI_NAME = "customlabels-batch"
 
-# With 0.4 s calls, three paced processors keep one inference unit at its 5 TPS (the bench).
-CONCURRENCY_PER_INFERENCE_UNIT = 3
+# Processor environments per inference unit. Each keeps up to a batch of calls in flight and finds
+# its share of the model's capacity at run time (lambdas/processor/app.py, CallWindow), so this only
+# bounds how many calls can be in flight: 8 x 10 per unit covers capacity x latency up to ~45 calls
+# per unit (a 20 TPS model with 2 s calls) after the ends of batches; see "What it costs".
+CONCURRENCY_PER_INFERENCE_UNIT = 8
 # The processor's Powertools service name and metrics namespace (the dashboard and the run recorder
 # read its metrics by these).
 PROCESSOR_SERVICE_NAME = "customlabels-processor"
@@ -184,26 +187,27 @@ class Settings(BaseModel):
         ge=1,
     )
     batch_size: int = setting(
-        "messages per Lambda invocation (small batches keep every paced processor busy to the end)",
+        "messages per Lambda invocation; an invocation keeps up to this many model calls in flight "
+        "(more than 10 would need a batching window, which delays every batch of a trickle)",
         Use.STACK,
-        default=5,
+        default=10,
         ge=1,
-        le=10000,
+        le=10,
     )
     max_concurrency: int | None = setting(
-        'concurrent invocations; unset: 3 per inference unit, which keeps the model busy (see "What it '
-        'costs")',
+        f"concurrent invocations; unset: {CONCURRENCY_PER_INFERENCE_UNIT} per inference unit (of "
+        '`maxInferenceUnits` when set), which keeps any model busy (see "What it costs")',
         Use.STACK,
         default=None,
         ge=2,
         le=1000,
     )
     model_tps_per_inference_unit: float = setting(
-        "the model's throughput per inference unit; each of the `maxConcurrency` processors paces its "
-        "calls to its share (0 turns pacing off)",
-        Use.STACK,
+        "a first guess at the model's throughput per unit, used only to size the units for "
+        "`targetDrainMinutes` until a run has measured it; it never limits calls",
+        Use.STATE_MACHINE,
         default=5.0,
-        ge=0,
+        gt=0,
     )
     # ---- model capacity ------------------------------------------------------------------------
     min_inference_units: int = setting(
@@ -211,6 +215,13 @@ class Settings(BaseModel):
     )
     max_inference_units: int | None = setting(
         "set to enable Custom Labels auto-scaling up to this many units",
+        Use.STATE_MACHINE,
+        default=None,
+        ge=1,
+    )
+    target_drain_minutes: int | None = setting(
+        "start the model with enough units to drain the counted backlog in this many minutes at the "
+        "last measured capacity (needs `maxInferenceUnits`; between the two unit settings)",
         Use.STATE_MACHINE,
         default=None,
         ge=1,
@@ -350,8 +361,9 @@ class Settings(BaseModel):
 
     @property
     def concurrency(self) -> int:
-        """Processor environments at once: enough paced callers to keep every inference unit busy."""
-        return self.max_concurrency or min(1000, CONCURRENCY_PER_INFERENCE_UNIT * self.min_inference_units)
+        """Processor environments at once: enough calls in flight for every unit the model may have."""
+        units = self.max_inference_units or self.min_inference_units
+        return self.max_concurrency or min(1000, CONCURRENCY_PER_INFERENCE_UNIT * units)
 
     @property
     def visibility_timeout_seconds(self) -> int:
@@ -501,6 +513,12 @@ def _units_ordered(s: Settings) -> str | None:
     return None
 
 
+def _drain_target_has_units_to_choose(s: Settings) -> str | None:
+    if s.target_drain_minutes is not None and s.max_inference_units is None:
+        return "targetDrainMinutes needs maxInferenceUnits: the units it may choose from"
+    return None
+
+
 def _start_timeout_covers_a_poll(s: Settings) -> str | None:
     if s.model_start_timeout_seconds < s.model_poll_seconds:
         return "modelStartTimeoutSeconds must be at least modelPollSeconds"
@@ -565,6 +583,7 @@ CROSS_RULES: dict[str, Callable[[Settings], str | None]] = {
     "version in project": _version_in_project,
     "prefixes apart": _prefixes_apart,
     "units ordered": _units_ordered,
+    "drain target has units to choose": _drain_target_has_units_to_choose,
     "start timeout covers a poll": _start_timeout_covers_a_poll,
     "drain limit covers a poll": _drain_limit_covers_a_poll,
     "rate grammar": _rate_grammar,
@@ -573,11 +592,12 @@ CROSS_RULES: dict[str, Callable[[Settings], str | None]] = {
 }
 
 
-# ---- values derived for a consumer (ASL has no division; the processor paces at its share) -----
+# ---- values derived for a consumer ---------------------------------------------------------------
 def _state_machine_derived(s: Settings) -> dict[str, Any]:
     return {
         "ModelVersionName": s.version_name,
         "MaxInferenceUnits": s.max_inference_units or 0,
+        "TargetDrainMinutes": s.target_drain_minutes or 0,
         # Enabling the mapping sizes its concurrency to the units the running model reports (someone
         # may have started it with more); 0 keeps an explicit maxConcurrency as deployed.
         "ConcurrencyPerInferenceUnit": 0 if s.max_concurrency else CONCURRENCY_PER_INFERENCE_UNIT,
@@ -585,13 +605,6 @@ def _state_machine_derived(s: Settings) -> dict[str, Any]:
         # belong to a run that has ended.
         "LeaseSeconds": s.longest_run_seconds + LEASE_MARGIN_SECONDS,
     }
-
-
-def _processor_derived(s: Settings) -> dict[str, Any]:
-    if s.model_tps_per_inference_unit <= 0:
-        return {"maxCallsPerSecond": None}
-    calls = s.min_inference_units * s.model_tps_per_inference_unit / s.concurrency
-    return {"maxCallsPerSecond": float(f"{calls:.6g}")}
 
 
 def _run_recorder_derived(_: Settings) -> dict[str, Any]:
@@ -604,7 +617,6 @@ def _run_recorder_derived(_: Settings) -> dict[str, Any]:
 _DERIVED: dict[Use, Callable[[Settings], dict[str, Any]]] = {
     Use.RUN_RECORDER: _run_recorder_derived,
     Use.STATE_MACHINE: _state_machine_derived,
-    Use.PROCESSOR: _processor_derived,
 }
 
 

@@ -143,6 +143,10 @@ CROSS_RULE_CASES = {
         "projectVersionArn does not belong to projectArn",
     ),
     "prefixes apart": ({"resultsPrefix": "incoming/results/"}, "prefixes must not overlap"),
+    "drain target has units to choose": (
+        {"targetDrainMinutes": "60"},
+        "targetDrainMinutes needs maxInferenceUnits: the units it may choose from",
+    ),
     "units ordered": (
         {"minInferenceUnits": "3", "maxInferenceUnits": "2"},
         "maxInferenceUnits must be at least minInferenceUnits",
@@ -237,15 +241,13 @@ def test_state_machine_settings_become_pascal_case_substitutions():
     assert declared <= substitutions.keys()
 
 
-def test_concurrency_and_pacing_scale_with_inference_units():
+def test_concurrency_covers_every_unit_the_model_may_have():
     one, four = settings(), settings(minInferenceUnits="4")
-    assert (one.concurrency, four.concurrency) == (3, 12)
-    # Each environment's share: units x 5 TPS / environments, the same 1.67 calls a second.
-    for config in (one, four):
-        assert json.loads(config.function_settings(Use.PROCESSOR))["maxCallsPerSecond"] == 1.66667
+    assert (one.concurrency, four.concurrency) == (8, 32)
+    assert settings(maxInferenceUnits="3").concurrency == 24  # auto-scaling may add units
+    # Nothing paces the processor: it finds the model's capacity at run time.
+    assert "maxCallsPerSecond" not in json.loads(one.function_settings(Use.PROCESSOR))
 
 
-def test_explicit_concurrency_wins_and_pacing_can_be_turned_off():
-    custom = settings(maxConcurrency="5", modelTpsPerInferenceUnit="0")
-    assert custom.concurrency == 5
-    assert json.loads(custom.function_settings(Use.PROCESSOR))["maxCallsPerSecond"] is None
+def test_explicit_concurrency_wins():
+    assert settings(maxConcurrency="5", maxInferenceUnits="4").concurrency == 5

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -47,8 +49,6 @@ DLQ_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/images-dlq"
 
 def processor_environment(**config: Any) -> dict[str, str]:
     """The environment the CDK stack gives the function (same source: Settings)."""
-    # Pacing off unless a test asks for it: its pauses are asserted on their own.
-    config.setdefault("model_tps_per_inference_unit", 0)
     pipeline = Settings(project_arn=PROJECT_ARN, project_version_arn=MODEL_ARN, **config)
     return pipeline.function_environment(
         Use.PROCESSOR, bucket=BUCKET, runStateTable=RUN_STATE_TABLE, deadLetterQueueUrl=DLQ_URL
@@ -263,7 +263,8 @@ def aws(processor_env: None) -> Any:
 def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     recorded: list[float] = []
     monkeypatch.setattr(app, "time", SimpleNamespace(sleep=recorded.append, monotonic=time.monotonic))
-    monkeypatch.setattr(app, "pacer", app.Pacer())
+    # One call at a time, so the Stubber's answers are taken in order (concurrency is tested below).
+    monkeypatch.setattr(app, "window", app.CallWindow(most=1))
     return recorded
 
 
@@ -593,7 +594,9 @@ def test_an_unknown_code_with_status_429_is_retried_as_a_throttle(aws, rekogniti
     event = deliver(aws, notification(s3_record("incoming/a.jpg")))
 
     assert invoke(event) == NO_FAILURES
-    assert len(pauses) == 1
+    # The throttle's short pause (then, below a window of one call, the window's spacing).
+    assert app.THROTTLE_PAUSE_SECONDS[0] <= pauses[0] <= app.THROTTLE_PAUSE_SECONDS[1]
+    assert app.window.limit < 1 and pauses[1:] == [pytest.approx(app.window.gap())]
     assert stored(aws)["results/a.jpg.json"]["customLabels"] == LABELS
 
 
@@ -706,26 +709,36 @@ def test_metrics_count_labeled_images_labels_error_records_and_retries(aws, reko
     invoke(event)
 
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    assert len(emf) == 1
-    [directive] = emf[0]["_aws"]["CloudWatchMetrics"]
-    assert directive["Namespace"] == "CustomLabelsBatch"
-    assert sorted((m["Name"], m["Unit"]) for m in directive["Metrics"]) == [
+    # Powertools flushes a metric at 100 values (c.jpg's throttled calls), then the rest at the end.
+    assert len(emf) == 2
+    metrics = {
+        (m["Name"], m["Unit"])
+        for blob in emf
+        for directive in blob["_aws"]["CloudWatchMetrics"]
+        if directive["Namespace"] == "CustomLabelsBatch"
+        for m in directive["Metrics"]
+    }
+    assert sorted(metrics) == [
         ("ErrorRecords", "Count"),
         ("ImagesLabeled", "Count"),
         ("LabelsFound", "Count"),
+        ("ModelCallSeconds", "Seconds"),
+        ("ModelCallsAccepted", "Count"),
+        ("ModelCallsThrottled", "Count"),
+        ("ProcessorSeconds", "Seconds"),
         ("TransientFailures", "Count"),
     ]
 
     def total(name: str) -> float:
-        value = emf[0][name]
-        return sum(value) if isinstance(value, list) else value
+        values = [blob.get(name, []) for blob in emf]
+        return sum(sum(v) if isinstance(v, list) else v for v in values)
 
-    assert [total(n) for n in ("ImagesLabeled", "LabelsFound", "ErrorRecords", "TransientFailures")] == [
-        2,
-        3,
-        1,
-        1,
-    ]
+    assert [
+        total(n)
+        for n in ("ImagesLabeled", "LabelsFound", "ErrorRecords", "TransientFailures", "ModelCallsAccepted")
+    ] == [2, 3, 1, 1, 2]
+    assert total("ModelCallsThrottled") == app.THROTTLE_ATTEMPTS
+    assert len(emf[-1]["ProcessorSeconds"] if isinstance(emf[-1]["ProcessorSeconds"], list) else [1]) == 1
 
 
 def test_a_throttled_call_is_retried_after_a_short_pause_and_labels_the_image(aws, rekognition, pauses):
@@ -735,8 +748,9 @@ def test_a_throttled_call_is_retried_after_a_short_pause_and_labels_the_image(aw
 
     assert invoke(event) == NO_FAILURES
     assert stored(aws) == {"results/a.jpg.json": result_doc("incoming/a.jpg", LABELS)}
-    assert len(pauses) == 2
-    assert all(app.THROTTLE_PAUSE_SECONDS[0] <= p <= app.THROTTLE_PAUSE_SECONDS[1] for p in pauses)
+    # Jittered, and doubled for a call throttled again.
+    low, high = app.THROTTLE_PAUSE_SECONDS
+    assert low <= pauses[0] <= high and 2 * low <= pauses[1] <= 2 * high
     assert aws.visibility_changes == []
 
 
@@ -744,33 +758,51 @@ def test_retry_delay_doubles_per_delivery_up_to_five_minutes():
     assert [app.retry_delay(10, n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
 
 
-def test_calls_are_paced_at_this_environments_share_of_model_capacity(aws, rekognition, monkeypatch):
-    # 1 IU x 4 TPS shared by 2 environments: at most 2 calls a second from this one.
-    set_processor_env(monkeypatch, model_tps_per_inference_unit=4, max_concurrency=2)
-    clock = SimpleNamespace(now=100.0, pauses=[])
+def test_the_call_window_doubles_until_throttled_then_balances_growth_against_throttles():
+    window = app.CallWindow(most=10)
+    for _ in range(3):
+        window.accepted(0.5)
+    assert window.limit == 4 and window.allowed() == 4
+    window.throttled()
+    assert window.limit == pytest.approx(4 * app.CallWindow.SHRINK) and window.allowed() == 3
+    window.accepted(0.5)  # past the first throttle, an accepted call widens it a little
+    assert window.limit == pytest.approx(4 * app.CallWindow.SHRINK * app.CallWindow.GROW)
+    for _ in range(1000):
+        window.accepted(0.5)
+    assert window.limit == 10  # never more than a batch
+    for _ in range(40):
+        window.throttled()
+    # Below one call it spaces this environment's calls: one call, then (1/limit - 1) calls' time.
+    assert window.allowed() == 1
+    assert window.gap() == pytest.approx(0.5 * (1 / window.limit - 1))
+    for _ in range(1000):
+        window.throttled()
+    assert window.limit == app.CallWindow.LOWEST
 
-    def sleep(seconds: float) -> None:
-        clock.pauses.append(seconds)
-        clock.now += seconds
 
-    monkeypatch.setattr(app, "time", SimpleNamespace(sleep=sleep, monotonic=lambda: clock.now))
-    monkeypatch.setattr(app, "pacer", app.Pacer())
-    # The calls take 0.1 s, 0.4 s and 0.1 s.
-    durations = iter([0.1, 0.4, 0.1])
-    app.rekognition_client().meta.events.register(
-        "before-parameter-build.rekognition.DetectCustomLabels",
-        lambda **_: setattr(clock, "now", clock.now + next(durations)),
-    )
-    for key in ("incoming/a.jpg", "incoming/b.jpg", "incoming/c.jpg"):
-        rekognition.returns(key, [])
-    event = deliver(
-        aws, *(notification(s3_record(k)) for k in ("incoming/a.jpg", "incoming/b.jpg", "incoming/c.jpg"))
-    )
+def test_a_batch_keeps_as_many_calls_in_flight_as_the_window_allows(aws, monkeypatch):
+    keys = [f"incoming/{i}.jpg" for i in range(8)]
+    event = deliver(aws, *(notification(s3_record(k)) for k in keys))
+    monkeypatch.setattr(app, "window", app.CallWindow(limit=3.0, most=10))
+    app.window.probing = False
+    in_flight, most, lock = [0], [0], threading.Lock()
+
+    def detect_custom_labels(**params):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return {"CustomLabels": []}
+
+    client = SimpleNamespace(detect_custom_labels=detect_custom_labels)
+    monkeypatch.setattr(app, "rekognition_client", functools.cache(lambda: client))
 
     assert invoke(event) == NO_FAILURES
-    # First call at 100.0; the second, ready at 100.1, waits until 100.5; the third, ready at 100.9,
-    # waits until 101.0.
-    assert clock.pauses == pytest.approx([0.4, 0.1])
+    assert sorted(stored(aws)) == sorted(f"results/{i}.jpg.json" for i in range(8))
+    # Three at first; the window widens a little with each accepted call, never past a batch.
+    assert 3 <= most[0] <= 4
 
 
 def _progress() -> int | None:

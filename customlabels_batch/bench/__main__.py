@@ -29,6 +29,8 @@ from customlabels_batch.settings import STATE_MACHINE_ASL
 
 REFERENCE_ASL = Path(__file__).resolve().parent / "reference-policy.asl.json"
 PRICE_PER_TRANSITION = 0.025 / 1000
+# Lambda on arm64 (stacks/functions.py), us-east-1: per GB-second of billed duration.
+PRICE_PER_LAMBDA_GB_SECOND = 0.0000133334
 TPS_PER_IU = 5.0
 # One run per scenario, no re-firing schedule: the comparison is per batch.
 CONTEXT = {"scheduleEnabled": "false"}
@@ -42,6 +44,10 @@ class Scenario:
     trickle_images: int = 0  # arriving during the drain, evenly over trickle_seconds
     trickle_seconds: float = 0
     poison_share: float = 0.0  # corrupt JPEGs: error records, never retried
+    # The emulated model's true capacity and median call latency (the configuration never says).
+    tps: float = TPS_PER_IU
+    latency: float = 0.4
+    overrides: tuple[tuple[str, str], ...] = ()  # configuration (cdk.json context) beside CONTEXT
 
 
 SCENARIOS = [
@@ -75,11 +81,13 @@ def run_one(
         control.mapping_transition_seconds = mapping_transition_seconds
     # Powertools warns on every invocation without metrics (the S3 test event's); noise here.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    config = emulated_config(CONTEXT)
+    config = emulated_config(CONTEXT | dict(scenario.overrides))
     options = EmulationOptions(
         time_scale=time_scale,
         behaviour=ModelBehaviour(
-            start_seconds=scenario.start_minutes * 60, tps_per_inference_unit=TPS_PER_IU
+            start_seconds=scenario.start_minutes * 60,
+            tps_per_inference_unit=scenario.tps,
+            latency_seconds=scenario.latency,
         ),
         definition=STATE_MACHINE_ASL if policy == "pipeline" else REFERENCE_ASL,
         processor_log=open(os.devnull, "w"),  # noqa: SIM115 - closed with the process
@@ -117,19 +125,24 @@ def _schedule_trickle(pipeline: EmulatedPipeline, scenario: Scenario, body: byte
 
 def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
     units = report["model"]["inferenceUnits"]
-    capacity = TPS_PER_IU * units
+    capacity = scenario.tps * units
     images = scenario.images + scenario.trickle_images
-    billed = report["model"]["runningSeconds"] * units / 60
-    minimum = images / capacity / 60
+    billed = report["model"]["billedInferenceUnitMinutes"]
+    # Any orchestrator pays at least the images' share of one unit's time (more units, same sum).
+    minimum = images / scenario.tps / 60
     if scenario.trickle_images:
         # The model has to be up until the last arrival is labeled, however fast it is.
         minimum = max(minimum, (scenario.trickle_seconds + 1 / capacity) / 60)
     accepted = model.calls["DetectCustomLabels"] - model.calls["Throttled"] - model.calls.get("NotReady", 0)
     throughput = None
     if model.first_call_at is not None and accepted >= 100 and not scenario.trickle_images:
-        busy = model.last_call_done_at - model.first_call_at
-        throughput = accepted / (busy * capacity) if busy > 0 else None
+        # Accepted calls against what the units in service could take over the same span.
+        unit_seconds = model.unit_seconds_between(model.first_call_at, model.last_call_done_at)
+        throughput = accepted / (unit_seconds * scenario.tps) if unit_seconds > 0 else None
     transitions = report["stateTransitions"]
+    memory_gb = report["settings"]["config"]["processorMemoryMb"] / 1024
+    processor_usd = report["processor"].get("invocationSeconds", 0) * memory_gb * PRICE_PER_LAMBDA_GB_SECOND
+    model_usd = billed / 60 * report["settings"]["pricePerInferenceUnitHour"]
     return {
         "scenario": scenario.name,
         "policy": policy,
@@ -140,6 +153,10 @@ def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
         "overheadMinutes": round(billed - minimum, 2),
         "drainThroughputShare": None if throughput is None else round(throughput, 3),
         "throttledCalls": model.calls["Throttled"],
+        "throttledPerAccepted": round(model.calls["Throttled"] / max(accepted, 1), 3),
+        "processorCostShare": round(processor_usd / model_usd, 4) if model_usd else None,
+        "mostUnitsInService": report["model"]["mostUnitsInService"],
+        "unitsInService": report["model"]["unitsInService"],
         "itemFailures": report["processor"].get("itemFailures", 0),
         "deadLetterQueue": report["deadLetterQueue"]["visible"],
         "stateTransitions": transitions,

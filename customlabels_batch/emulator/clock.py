@@ -13,6 +13,8 @@ import datetime as _dt
 import math
 import threading
 import time
+import types
+from concurrent import futures
 from contextlib import contextmanager
 
 
@@ -97,6 +99,9 @@ class VirtualClock:
             yield
         finally:
             self._local.deadline = None
+
+    def current_deadline(self) -> float | None:
+        return getattr(self._local, "deadline", None)
 
     def remaining(self) -> float:
         """Emulated seconds to the current thread's deadline (inf outside one)."""
@@ -206,3 +211,54 @@ class VirtualClock:
                         continue
                 self._now = target
                 self._wake_watchers()
+
+
+class ActorThreadPool(futures.ThreadPoolExecutor):
+    """A thread pool whose tasks are clock actors: each is registered when submitted (so time cannot
+    move before it runs), runs under the submitting thread's deadline, and retires when it ends."""
+
+    def __init__(self, clock: VirtualClock, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clock = clock
+
+    def submit(self, fn, /, *args, **kwargs):
+        clock = self._clock
+        actor, deadline = clock.new_actor(), clock.current_deadline()
+
+        def run():
+            clock.bind(actor)
+            clock._local.deadline = deadline
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                clock._local.deadline = None
+
+        def finished(_future):
+            clock.poke()  # wakes a wait() on the clock; the future is done by now
+            clock.retire(actor)
+
+        future = super().submit(run)
+        future.add_done_callback(finished)
+        return future
+
+
+def threads_on(clock: VirtualClock) -> types.SimpleNamespace:
+    """`concurrent.futures` as a handler module sees it, on the emulation's clock: its pool's
+    threads are actors, and wait() sleeps on the clock (and ends at the caller's deadline)."""
+
+    def wait(fs, timeout=None, return_when=futures.FIRST_COMPLETED):
+        if return_when != futures.FIRST_COMPLETED:
+            raise NotImplementedError("the emulation waits for the first future only")
+        fs = list(fs)
+        limit = clock.remaining() if timeout is None else min(timeout, clock.remaining())
+        if not clock.wait_until(lambda: any(f.done() for f in fs), timeout=limit) and clock.remaining() == 0:
+            raise DeadlineReached("deadline reached while waiting for the calls in flight")
+        return futures.wait(fs, timeout=0, return_when=return_when)
+
+    return types.SimpleNamespace(
+        **{
+            **{name: getattr(futures, name) for name in futures.__all__},
+            "ThreadPoolExecutor": lambda *args, **kwargs: ActorThreadPool(clock, *args, **kwargs),
+            "wait": wait,
+        }
+    )

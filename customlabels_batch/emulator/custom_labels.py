@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import math
+import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +76,32 @@ class ModelBehaviour:
     start_seconds: float = 600.0
     stop_seconds: float = 60.0
     tps_per_inference_unit: float = 5.0
+    # A call's latency is log-normal: this median, and a tail of `latency_spread` (the log's standard
+    # deviation; 0.35 puts p95 at 1.8x the median, 0 makes every call take the median exactly).
     latency_seconds: float = 0.4
+    latency_spread: float = 0.35
+    # A throttled call still takes a network round trip before its error arrives (AWS gives no figure).
+    throttle_round_trip_seconds: float = 0.05
+    seed: int = 0  # the latency draws repeat for a seed
     start_fails: bool = False  # STARTING -> FAILED instead of RUNNING
     initial_status: str = "STOPPED"  # any status in STATUS_MESSAGES
     # [from, to) in emulated seconds after the model last became RUNNING: every call is throttled
     throttle_windows: list[tuple[float, float]] = field(default_factory=list)
+    autoscaling: AutoScaling = field(default_factory=lambda: AutoScaling())
+
+
+@dataclass
+class AutoScaling:
+    """Custom Labels' auto-scaling between MinInferenceUnits and MaxInferenceUnits. AWS documents no
+    trigger and no speed, so these are the emulator's assumptions: a unit is added after
+    `up_after_minutes` consecutive minutes in each of which at least `throttled_share` of the calls
+    were throttled, and serves `unit_arrival_seconds` later (one unit at a time); a unit is removed
+    after `down_after_idle_minutes` without a call."""
+
+    up_after_minutes: int = 3
+    throttled_share: float = 0.05
+    unit_arrival_seconds: float = 300.0
+    down_after_idle_minutes: int = 10
 
 
 class Annotations:
@@ -206,6 +228,11 @@ class EmulatedModel:
         self._deleted = False
         self._inference_units = 0
         self._max_inference_units: int | None = None
+        # Units in service from each time on (auto-scaling changes them while the model runs).
+        self._units: list[tuple[float, int]] = [(0.0, 0)]
+        self._scaling_at: float | None = None  # when the unit being added arrives
+        self._minutes: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])  # calls, throttled
+        self._random = random.Random(self.behaviour.seed)
         self._tokens = 0.0
         self._refilled_at = -math.inf  # a model starts with a full bucket
         self.calls = collections.Counter()
@@ -308,6 +335,18 @@ class EmulatedModel:
             raise ModelError("InvalidParameterException", "MinInferenceUnits must be at least 1.")
         self._inference_units = min_inference_units
         self._max_inference_units = max_inference_units
+        self._scaling_at = None
+        self._set_units_from(self.clock.now(), min_inference_units)
+
+    def _set_units_from(self, t: float, units: int) -> None:
+        self._units = [(when, n) for when, n in self._units if when < t] + [(t, units)]
+
+    def _units_at(self, t: float) -> int:
+        current = 0
+        for when, units in self._units:
+            if when <= t:
+                current = units
+        return current
 
     def stop(self, *, refuse_while_starting_seconds: float = 0.0) -> str:
         """StopProjectVersion: STOPPING, then STOPPED after stop_seconds. AWS stops a RUNNING or a
@@ -391,16 +430,105 @@ class EmulatedModel:
             longest = max([longest, *(b - a for a, b in itertools.pairwise(marks))])
         return longest
 
-    def inference_unit_seconds(self) -> float:
-        return self.running_seconds() * max(self._inference_units, 1)
+    def inference_unit_seconds(self, until: float | None = None) -> float:
+        """What Custom Labels bills: the units in service, summed over the time spent RUNNING."""
+        now = self.clock.now() if until is None else until
+        with self._lock:
+            self._scale_down_when_idle(now)
+            return sum(self._unit_seconds(start, end) for start, end in self._running_periods(now))
+
+    def _unit_seconds(self, start: float, end: float) -> float:
+        marks = sorted({start, end, *(t for t, _ in self._units if start < t < end)})
+        return sum((b - a) * self._units_at(a) for a, b in itertools.pairwise(marks))
+
+    def unit_seconds_between(self, start: float, end: float) -> float:
+        """Units in service summed over [start, end) (whatever the status)."""
+        with self._lock:
+            return self._unit_seconds(start, end)
 
     @property
     def inference_units(self) -> int:
+        """The units the model was started with (MinInferenceUnits)."""
         return self._inference_units
+
+    def units_in_service(self) -> int:
+        now = self.clock.now()
+        with self._lock:
+            self._scale_down_when_idle(now)
+            return self._units_at(now) if self._status_at(now) == "RUNNING" else 0
+
+    def most_units_in_service(self) -> int:
+        with self._lock:
+            return max((units for _, units in self._units), default=0)
+
+    def units_timeline(self) -> list[tuple[float, int]]:
+        """(emulated time, units in service) at every change while RUNNING, and 0 when not."""
+        now = self.clock.now()
+        with self._lock:
+            self._scale_down_when_idle(now)
+            marks = sorted({t for t, _ in self._timeline if t <= now} | {t for t, _ in self._units if t <= now})
+            points, last = [], None
+            for t in marks:
+                units = self._units_at(t) if self._status_at(t) == "RUNNING" else 0
+                if units != last:
+                    points.append((t, units))
+                    last = units
+            return points
+
+    def in_service_datapoints(self, until: float) -> list[tuple[float, float]]:
+        """The metric AWS/Rekognition InServiceInferenceUnits as the emulator publishes it: for every
+        whole minute up to `until` in which the model ran, (the minute's start, the units in service
+        averaged over that minute, 0 while not RUNNING). Their sum is the billed IU-minutes."""
+        with self._lock:
+            self._scale_down_when_idle(until)
+            periods = self._running_periods(until)
+            points = []
+            for minute in range(int(min((p[0] for p in periods), default=until) // 60), int(until // 60)):
+                start, end = minute * 60.0, minute * 60.0 + 60
+                seconds = sum(
+                    self._unit_seconds(max(a, start), min(b, end)) for a, b in periods if a < end and b > start
+                )
+                if seconds:
+                    points.append((start, seconds / 60))
+            return points
 
     @property
     def capacity_tps(self) -> float:
-        return max(self._inference_units, 1) * self.behaviour.tps_per_inference_unit
+        return max(self._units_at(self.clock.now()), 1) * self.behaviour.tps_per_inference_unit
+
+    # ---- auto-scaling (lock held) ----------------------------------------------------------
+    def _autoscale(self, now: float, throttled: bool) -> None:
+        minute = int(now // 60)
+        counts = self._minutes[minute]
+        counts[0] += 1
+        counts[1] += throttled
+        if not self._max_inference_units or self._max_inference_units <= self._inference_units:
+            return
+        if self._scaling_at is not None:
+            if now < self._scaling_at:
+                return
+            self._scaling_at = None
+        units = self._units_at(now)
+        policy = self.behaviour.autoscaling
+        recent = [self._minutes.get(m) for m in range(minute - policy.up_after_minutes, minute)]
+        sustained = all(c and c[0] and c[1] / c[0] >= policy.throttled_share for c in recent)
+        if units < self._max_inference_units and sustained:
+            self._scaling_at = now + policy.unit_arrival_seconds
+            self._set_units_from(self._scaling_at, units + 1)
+            for m in range(minute - policy.up_after_minutes, minute + 1):
+                self._minutes.pop(m, None)  # the next unit needs throttling sustained anew
+
+    def _scale_down_when_idle(self, now: float) -> None:
+        policy = self.behaviour.autoscaling
+        idle = policy.down_after_idle_minutes * 60
+        last = self.last_call_done_at
+        if last is None or self._scaling_at is not None:
+            return
+        at = last + idle
+        while at <= now and self._units_at(at) > self._inference_units:
+            if all(t <= at for t, _ in self._units):
+                self._units.append((at, self._units_at(at) - 1))
+            at += idle
 
     # ---- inference -----------------------------------------------------------------------
     def detect(
@@ -412,30 +540,22 @@ class EmulatedModel:
             self.calls["DetectCustomLabels"] += 1
             if self._status_at(now) != "RUNNING":
                 raise ModelError("ResourceNotReadyException", "The model is not running.")
-            since = self._running_since(now)
-            if any(since + start <= now < since + end for start, end in self.behaviour.throttle_windows):
+            throttled = self._throttle(now)
+            self._autoscale(now, throttled is not None)
+            if throttled is not None:
                 self.calls["Throttled"] += 1
-                raise ModelError(
-                    "ProvisionedThroughputExceededException", "Throughput exceeded (throttling storm)."
-                )
-            # A token bucket, as AWS meters throughput: refills at capacity per second and holds at
-            # most one second's worth, so short bursts pass and sustained excess is throttled.
-            refill = (now - self._refilled_at) * self.capacity_tps
-            self._tokens = min(self.capacity_tps, self._tokens + refill)
-            self._refilled_at = now
-            if self._tokens < 1:
-                self.calls["Throttled"] += 1
-                raise ModelError(
-                    "ProvisionedThroughputExceededException",
-                    f"More than {self.capacity_tps:g} requests per second for the running inference units.",
-                )
-            self._tokens -= 1
-            if self.first_call_at is None:
-                self.first_call_at = now
+            else:
+                self._tokens -= 1
+                if self.first_call_at is None:
+                    self.first_call_at = now
+                latency = self._latency()
+        if throttled is not None:
+            self.clock.sleep(self.behaviour.throttle_round_trip_seconds)
+            raise ModelError("ProvisionedThroughputExceededException", throttled)
         try:
             labels = self._labels_for(image_bytes, min_confidence=min_confidence, max_results=max_results)
             # The call takes the model's latency; throughput is bounded by capacity above.
-            self.clock.sleep(self.behaviour.latency_seconds)
+            self.clock.sleep(latency)
         finally:
             with self._lock:
                 self.last_call_done_at = self.clock.now()
@@ -443,6 +563,27 @@ class EmulatedModel:
         with self._lock:
             self.calls["Labeled"] += 1
         return labels
+
+    def _throttle(self, now: float) -> str | None:
+        """Why the call is throttled, or None when it is accepted (lock held)."""
+        since = self._running_since(now)
+        if any(since + start <= now < since + end for start, end in self.behaviour.throttle_windows):
+            return "Throughput exceeded (throttling storm)."
+        # A token bucket, as AWS meters throughput: refills at capacity per second and holds at
+        # most one second's worth, so short bursts pass and sustained excess is throttled.
+        capacity = max(self._units_at(now), 1) * self.behaviour.tps_per_inference_unit
+        refill = (now - self._refilled_at) * capacity
+        self._tokens = min(capacity, self._tokens + refill)
+        self._refilled_at = now
+        if self._tokens < 1:
+            return f"More than {capacity:g} requests per second for the running inference units."
+        return None
+
+    def _latency(self) -> float:
+        median, spread = self.behaviour.latency_seconds, self.behaviour.latency_spread
+        if spread <= 0 or median <= 0:
+            return max(median, 0.0)
+        return median * math.exp(self._random.gauss(0.0, spread))
 
     def _labels_for(self, image_bytes: bytes | None, *, min_confidence, max_results) -> list:
         if image_bytes is None:

@@ -225,19 +225,24 @@ class EventSourceMappingEmulator:
         )
         self._count("invocations")
         self._count("messagesReceived", len(messages))
+        started = self.clock.now()
         try:
             # Lambda ends the invocation at its timeout, wherever it is: what the handler had not
             # deleted comes back after the visibility timeout, like a crash.
             with self.clock.deadline(self.timeout_seconds):
                 response = handler(event, context)
         except DeadlineReached:
+            self._count("invocationSeconds", self.timeout_seconds)
             self._count("timeouts")
             self.errors.append(f"Task timed out after {self.timeout_seconds} seconds")
             return
         except (Exception, InvocationCrash) as error:  # the whole batch fails, as for a crash
+            self._count("invocationSeconds", self.clock.now() - started)
             self._count("invocationErrors")
             self.errors.append(f"{type(error).__name__}: {error}")
             return
+        # Billed duration, as Lambda bills it (emulated seconds the handler ran).
+        self._count("invocationSeconds", self.clock.now() - started)
         failed = _failed_ids(response, {m["MessageId"] for m in messages})
         if failed is None:
             self._count("invalidResponses")

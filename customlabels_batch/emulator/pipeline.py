@@ -35,7 +35,7 @@ from customlabels_batch.settings import (
 )
 
 from . import functions, moto_fixes, patches
-from .clock import VirtualClock
+from .clock import VirtualClock, threads_on
 from .control_plane import ControlPlane, external_update
 from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
 from .data_plane import MAX_KEY_BYTES
@@ -416,6 +416,8 @@ class EmulatedPipeline:
         ingest_flushed_metrics(module.metrics, now=self.clock.datetime, region=self.config.region)
         # This copy's pauses and pacing run on emulated time.
         module.time = types.SimpleNamespace(sleep=self.clock.sleep, monotonic=self.clock.now)
+        # Its calls in flight run on threads that are clock actors.
+        module.futures = threads_on(self.clock)
         if self.options.processor_log is not None:
             # Every copy shares one logging handler (same service name); point it at this run's log
             # and put it back on close, so the next emulation does not write to a closed file.
@@ -757,7 +759,8 @@ class EmulatedPipeline:
                 accounted[key] = "skipped-folder-marker"
         running_seconds = self.model.running_seconds()
         units = max(self.model.inference_units, config.min_inference_units)
-        billed_minutes = running_seconds * units / 60
+        # Billing is the units in service summed over RUNNING time (auto-scaling changes them).
+        billed_minutes = self.model.inference_unit_seconds() / 60
         executions = self.execution_summaries()
         return {
             "imagesUploaded": len(self.uploaded),
@@ -775,6 +778,8 @@ class EmulatedPipeline:
                 "finalStatus": self.model.status(),
                 "inferenceUnits": units,
                 "runningSeconds": round(running_seconds, 3),
+                "mostUnitsInService": self.model.most_units_in_service(),
+                "unitsInService": [{"atSeconds": round(t, 3), "units": n} for t, n in self.model.units_timeline()],
                 "longestIdleRunningSeconds": round(self.model.longest_idle_running_seconds(), 3),
                 "billedInferenceUnitMinutes": round(billed_minutes, 3),
                 "estimatedCostUsd": round(billed_minutes / 60 * config.usd_per_inference_unit_hour, 4),
@@ -803,6 +808,8 @@ class EmulatedPipeline:
                     "stopSeconds": self.model.behaviour.stop_seconds,
                     "tpsPerInferenceUnit": self.model.behaviour.tps_per_inference_unit,
                     "latencySeconds": self.model.behaviour.latency_seconds,
+                    "latencySpread": self.model.behaviour.latency_spread,
+                    "throttleRoundTripSeconds": self.model.behaviour.throttle_round_trip_seconds,
                 },
                 "definition": str(self.options.definition),
                 "pricePerInferenceUnitHour": config.usd_per_inference_unit_hour,

@@ -3,18 +3,20 @@ Custom Labels and writes one JSON result (or one error record) per image."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
 import random
+import threading
 import time
+from concurrent import futures
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
@@ -35,14 +37,20 @@ from ..images import (
 )
 
 # No SDK retries: botocore backs a throttle off for seconds, which leaves the provisioned (and paid)
-# model idle; _detect_custom_labels retries throttles after a short pause instead, and any other
-# transient error goes back to the queue and is retried with the message.
+# model idle; _detect_custom_labels retries throttles after a short pause instead (and the call
+# window below learns from them), and any other transient error goes back to the queue and is
+# retried with the message. The pool holds one connection per call in flight.
+MAX_CALLS_IN_FLIGHT = 10  # per execution environment: at most the batch size is ever in flight
 REKOGNITION_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=30
+    retries={"mode": "standard", "max_attempts": 1},
+    connect_timeout=5,
+    read_timeout=30,
+    max_pool_connections=MAX_CALLS_IN_FLIGHT,
 )
 THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException"})
-THROTTLE_ATTEMPTS = 25
+THROTTLE_ATTEMPTS = 100  # per image and delivery; the time budget usually ends the retries first
 THROTTLE_PAUSE_SECONDS = (0.02, 0.1)  # jittered so concurrent environments don't retry in step
+MAX_THROTTLE_PAUSE_SECONDS = 1.6
 # Retrying these cannot help: the image itself is unusable.
 PERMANENT_IMAGE_ERRORS = {
     "InvalidImageFormatException": "The image is corrupt or not a format Rekognition reads (JPEG or PNG).",
@@ -70,9 +78,13 @@ TRANSIENT_ERRORS = frozenset(
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-# Report failures even when every record failed: raising would fail the invocation, and a
-# one-message batch of a throttled image is routine, not a function error.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+_metrics_lock = threading.Lock()
+
+
+def _metric(name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
+    # Powertools' metric set is not thread-safe; the calls in flight add to it from their threads.
+    with _metrics_lock:
+        metrics.add_metric(name=name, unit=unit, value=value)
 
 
 class TransientImageError(Exception):
@@ -220,12 +232,12 @@ def _attempt(record: SQSRecord, retried: bool) -> None:
         if not str(error).startswith("Not attempted"):
             breaker.trip(str(error))
             logger.error("The pipeline is misconfigured; no more model calls for now", reason=str(error))
-        metrics.add_metric(name="PipelineMisconfigured", unit=MetricUnit.Count, value=1)
+        _metric("PipelineMisconfigured")
         _retry_soon(record, MISCONFIGURED_RETRY_SECONDS, back_off=False)
         raise
     except NotAttemptedError as error:
         logger.info("Message left for the next delivery", messageId=record.message_id, reason=str(error))
-        metrics.add_metric(name="NotAttempted", unit=MetricUnit.Count, value=1)
+        _metric("NotAttempted")
         _retry_soon(record, 0, back_off=False)
         raise
     except Exception as error:
@@ -233,7 +245,7 @@ def _attempt(record: SQSRecord, retried: bool) -> None:
             logger.warning("Message will be retried", messageId=record.message_id, reason=str(error))
         else:
             logger.exception("Message failed unexpectedly; it will be retried", messageId=record.message_id)
-        metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
+        _metric("TransientFailures")
         _retry_soon(record, SETTINGS.retry_delay_seconds)
         raise
 
@@ -242,17 +254,87 @@ def _attempt(record: SQSRecord, retried: bool) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    started = time.monotonic()
     budget.start(context)
-    records = event.get("Records", [])
-    _hold_for_this_invocation(records, context)
+    raw_records = event.get("Records", [])
+    _hold_for_this_invocation(raw_records, context)
     # First deliveries first, retried messages after them: each message is deleted as soon as it is
     # done, so if a retried message kills the invocation, the first deliveries are not lost with it.
-    event = {**event, "Records": sorted(records, key=lambda r: _receives(SQSRecord(r)))}
-    response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
-    _count_progress(len(records) - len(response.get("batchItemFailures", [])))
-    return response
+    records = sorted((SQSRecord(r) for r in raw_records), key=_receives)
+    failed = _process_concurrently(records)
+    _count_progress(len(records) - len(failed))
+    _metric("ProcessorSeconds", time.monotonic() - started, MetricUnit.Seconds)
+    return {"batchItemFailures": [{"itemIdentifier": r.message_id} for r in failed]}
+
+
+@functools.cache
+def _pool() -> futures.ThreadPoolExecutor:
+    # Lives with the execution environment, as the window does: invocations reuse its threads.
+    return futures.ThreadPoolExecutor(max_workers=MAX_CALLS_IN_FLIGHT, thread_name_prefix="image")
+
+
+def _process_concurrently(records: list[SQSRecord]) -> list[SQSRecord]:
+    """Work on the batch's messages with as many in flight as the call window allows (one model
+    call each); return those that failed (they go back to the queue)."""
+    pending = collections.deque(records)
+    running: dict[futures.Future, SQSRecord] = {}
+    failed: list[SQSRecord] = []
+    while pending or running:
+        while pending and len(running) < window.allowed():
+            record = pending.popleft()
+            running[_pool().submit(record_handler, record)] = record
+        done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+        for future in done:
+            record = running.pop(future)
+            if (error := future.exception()) is not None:
+                if not isinstance(error, Exception):
+                    raise error  # the runtime itself is going down: nothing more runs
+                failed.append(record)
+    return failed
+
+
+class CallWindow:
+    """How many DetectCustomLabels calls this execution environment keeps in flight, found at run
+    time: the model says it is full by throttling (which it does not bill), so the window grows a
+    little with every accepted call and shrinks with every throttled one.
+
+    It starts at one call and grows by one per accepted call (doubling per round trip) until the
+    first throttle. From then on every accepted call widens it by GROW and every throttled call
+    narrows it by SHRINK, which balances where about 9 % of calls are throttled: the environments
+    together ask a little more than the model can take, so it never waits for work, whatever its
+    throughput and latency and however many environments share it. Below one call the window
+    spaces this environment's calls: at 0.25, one call, then three calls' time of pause."""
+
+    GROW = 1.02
+    SHRINK = 0.9
+    LOWEST = 0.01
+
+    def __init__(self, *, limit: float = 1.0, most: int = MAX_CALLS_IN_FLIGHT) -> None:
+        self.limit = limit
+        self.most = most
+        self.probing = True  # until the first throttle
+        self.latency = 0.0  # smoothed, of accepted calls
+        self._lock = threading.Lock()
+
+    def allowed(self) -> int:
+        return max(1, min(self.most, int(self.limit)))
+
+    def accepted(self, seconds: float) -> None:
+        with self._lock:
+            self.latency = seconds if not self.latency else 0.8 * self.latency + 0.2 * seconds
+            self.limit = min(self.limit + 1 if self.probing else self.limit * self.GROW, float(self.most))
+
+    def throttled(self) -> None:
+        with self._lock:
+            self.probing = False
+            self.limit = max(self.LOWEST, self.limit * self.SHRINK)
+
+    def gap(self) -> float:
+        """The pause after a call that keeps this environment at a window below one call."""
+        return self.latency * (1 / self.limit - 1) if self.limit < 1 else 0.0
+
+
+window = CallWindow()
 
 
 # A crashed or timed-out invocation's messages come back this long after its timeout, not after the
@@ -360,7 +442,7 @@ def _move_to_dead_letter_queue(record: SQSRecord) -> None:
             "sourceQueue": {"DataType": "String", "StringValue": url},
         },
     )
-    metrics.add_metric(name="CrashedMessages", unit=MetricUnit.Count, value=1)
+    _metric("CrashedMessages")
     logger.error(
         "Moved a message whose last attempt died with its invocation to the DLQ",
         messageId=record.message_id,
@@ -426,8 +508,8 @@ def _process_image(image: ImageRef, message_id: str) -> None:
     }
     result_key = output_key(image.key, SETTINGS.results_prefix, SETTINGS.input_prefix)
     _put_json(SETTINGS.bucket, result_key, result)
-    metrics.add_metric(name="ImagesLabeled", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="LabelsFound", unit=MetricUnit.Count, value=len(labels))
+    _metric("ImagesLabeled")
+    _metric("LabelsFound", len(labels))
     logger.info("Labeled image", key=image.key, resultKey=result_key, labelCount=len(labels))
 
 
@@ -465,21 +547,24 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
     if SETTINGS.max_results is not None:
         params["MaxResults"] = SETTINGS.max_results
     for attempt in range(1, THROTTLE_ATTEMPTS + 1):
-        pacer.wait_for_turn(SETTINGS.max_calls_per_second)
         started = time.monotonic()
         try:
-            return rekognition_client().detect_custom_labels(**params)["CustomLabels"]
+            labels = rekognition_client().detect_custom_labels(**params)["CustomLabels"]
         except ClientError as error:
-            code, kind = _error_code(error), classify(error)
+            code, kind, seconds = _error_code(error), classify(error), _observe(started)
             if kind == IMAGE:
+                _accepted(seconds)
                 raise PermanentImageError(code, PERMANENT_IMAGE_ERRORS[code]) from None
             if kind == DENIED:
                 raise PipelineMisconfiguredError(f"DetectCustomLabels is denied: {error}") from error
-            if kind == THROTTLED and attempt < THROTTLE_ATTEMPTS and budget.left():
-                # The model's capacity is fully used: a slot frees within a second, so retry
-                # soon instead of backing off for seconds and leaving paid capacity idle.
-                time.sleep(random.uniform(*THROTTLE_PAUSE_SECONDS))
-                continue
+            if kind == THROTTLED:
+                window.throttled()
+                _metric("ModelCallsThrottled")
+                if attempt < THROTTLE_ATTEMPTS and budget.left():
+                    # The model's capacity is fully used: a slot frees within a second, so retry
+                    # soon instead of backing off for seconds and leaving paid capacity idle.
+                    time.sleep(_throttle_pause(attempt))
+                    continue
             if kind in (TRANSIENT, THROTTLED):
                 raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
             # Any other 4xx: this request, for this image, can never succeed as sent.
@@ -488,30 +573,34 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
                 code or str(_status(error)), f"DetectCustomLabels refused it: {error}"
             ) from None
         except (ConnectionError, HTTPClientError) as error:
+            _observe(started)
             raise TransientImageError(f"Could not reach Rekognition: {error}") from error
-        finally:
-            budget.observe(time.monotonic() - started)
+        _accepted(_observe(started))
+        return labels
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-class Pacer:
-    """Spaces this execution environment's calls at its share of the model's capacity, so that
-    maxConcurrency environments together keep the model busy without a storm of throttles."""
-
-    def __init__(self) -> None:
-        self.next_call_at = 0.0
-
-    def wait_for_turn(self, calls_per_second: float | None) -> None:
-        if not calls_per_second:
-            return
-        now = time.monotonic()
-        if now < self.next_call_at:
-            time.sleep(self.next_call_at - now)
-            now = self.next_call_at
-        self.next_call_at = now + 1 / calls_per_second
+def _observe(started: float) -> float:
+    seconds = time.monotonic() - started
+    budget.observe(seconds)
+    return seconds
 
 
-pacer = Pacer()
+def _accepted(seconds: float) -> None:
+    """The model took the call (labels, or an image it cannot read): capacity used; below a
+    window of one call, pause before this environment's next call."""
+    window.accepted(seconds)
+    _metric("ModelCallsAccepted")
+    _metric("ModelCallSeconds", seconds, MetricUnit.Seconds)
+    if gap := window.gap():
+        time.sleep(gap)
+
+
+def _throttle_pause(attempt: int) -> float:
+    """Jittered, so environments do not retry in step; longer for a call throttled again and again
+    (a throttling storm), and at least the window's spacing."""
+    pause = random.uniform(*THROTTLE_PAUSE_SECONDS) * 2 ** min(attempt - 1, 4)
+    return max(min(pause, MAX_THROTTLE_PAUSE_SECONDS), window.gap())
 
 
 def _error_code(error: ClientError) -> str:
@@ -530,7 +619,7 @@ def _write_image_error(image: ImageRef, message_id: str, error: PermanentImageEr
         image, error, message_id=message_id, layout=SETTINGS, recorded_at=_utc_now()
     )
     _put_json(SETTINGS.bucket, error_key, record)
-    metrics.add_metric(name="ErrorRecords", unit=MetricUnit.Count, value=1)
+    _metric("ErrorRecords")
     logger.warning("Recorded unusable image", key=image.key, errorCode=error.error_code, errorKey=error_key)
 
 
@@ -539,7 +628,7 @@ def _write_message_error(record: SQSRecord, reason: str) -> None:
         message_id=record.message_id, reason=reason, body=record.body, layout=SETTINGS, recorded_at=_utc_now()
     )
     _put_json(SETTINGS.bucket, error_key, error_record)
-    metrics.add_metric(name="ErrorRecords", unit=MetricUnit.Count, value=1)
+    _metric("ErrorRecords")
     logger.warning("Recorded unreadable message", messageId=record.message_id, errorKey=error_key)
 
 
