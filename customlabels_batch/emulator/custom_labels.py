@@ -87,7 +87,7 @@ class ModelBehaviour:
     initial_status: str = "STOPPED"  # any status in STATUS_MESSAGES
     # [from, to) in emulated seconds after the model last became RUNNING: every call is throttled
     throttle_windows: list[tuple[float, float]] = field(default_factory=list)
-    autoscaling: AutoScaling = field(default_factory=lambda: AutoScaling())
+    autoscaling: AutoScaling = field(default_factory=lambda: AutoScaling())  # noqa: PLW0108 - defined below
 
 
 @dataclass
@@ -466,7 +466,9 @@ class EmulatedModel:
         now = self.clock.now()
         with self._lock:
             self._scale_down_when_idle(now)
-            marks = sorted({t for t, _ in self._timeline if t <= now} | {t for t, _ in self._units if t <= now})
+            marks = sorted(
+                {t for t, _ in self._timeline if t <= now} | {t for t, _ in self._units if t <= now}
+            )
             points, last = [], None
             for t in marks:
                 units = self._units_at(t) if self._status_at(t) == "RUNNING" else 0
@@ -486,7 +488,9 @@ class EmulatedModel:
             for minute in range(int(min((p[0] for p in periods), default=until) // 60), int(until // 60)):
                 start, end = minute * 60.0, minute * 60.0 + 60
                 seconds = sum(
-                    self._unit_seconds(max(a, start), min(b, end)) for a, b in periods if a < end and b > start
+                    self._unit_seconds(max(a, start), min(b, end))
+                    for a, b in periods
+                    if a < end and b > start
                 )
                 if seconds:
                     points.append((start, seconds / 60))

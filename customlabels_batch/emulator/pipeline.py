@@ -779,7 +779,9 @@ class EmulatedPipeline:
                 "inferenceUnits": units,
                 "runningSeconds": round(running_seconds, 3),
                 "mostUnitsInService": self.model.most_units_in_service(),
-                "unitsInService": [{"atSeconds": round(t, 3), "units": n} for t, n in self.model.units_timeline()],
+                "unitsInService": [
+                    {"atSeconds": round(t, 3), "units": n} for t, n in self.model.units_timeline()
+                ],
                 "longestIdleRunningSeconds": round(self.model.longest_idle_running_seconds(), 3),
                 "billedInferenceUnitMinutes": round(billed_minutes, 3),
                 "estimatedCostUsd": round(billed_minutes / 60 * config.usd_per_inference_unit_hour, 4),
