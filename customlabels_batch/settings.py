@@ -607,10 +607,14 @@ def _state_machine_derived(s: Settings) -> dict[str, Any]:
     }
 
 
-def _run_recorder_derived(_: Settings) -> dict[str, Any]:
+def _run_recorder_derived(s: Settings) -> dict[str, Any]:
     return {
         "processorMetricsNamespace": PROCESSOR_METRICS_NAMESPACE,
         "processorServiceName": PROCESSOR_SERVICE_NAME,
+        "processorMemoryMb": s.processor_memory_mb,
+        # The dimensions of AWS/Rekognition InServiceInferenceUnits for this model.
+        "projectName": s.project_name,
+        "versionName": s.version_name,
     }
 
 

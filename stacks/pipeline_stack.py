@@ -29,7 +29,9 @@ class PipelineStack(Stack):
         run_state = RunState(self, "RunState")
         processor = Processor(self, "Processor", config=config, ingest=ingest, run_state=run_state)
         triage = Triage(self, "Triage", config=config, ingest=ingest, processor=processor)
-        run_recorder = RunRecorder(self, "RunRecorder", config=config, ingest=ingest, processor=processor)
+        run_recorder = RunRecorder(
+            self, "RunRecorder", config=config, ingest=ingest, processor=processor, run_state=run_state
+        )
         notifications = Notifications(self, "Notifications", config=config)
         orchestration = Orchestration(
             self,

@@ -10,6 +10,7 @@ from customlabels_batch.settings import Settings, Use
 from stacks.functions import acknowledge_prefix_access, python_function
 from stacks.ingest import Ingest
 from stacks.processor import Processor
+from stacks.run_state import RunState
 
 HANDLER = "run_recorder.app.lambda_handler"
 
@@ -18,7 +19,14 @@ class RunRecorder(Construct):
     """Function + log group + a role that can write run records and count the run's work, nothing more."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: Settings, ingest: Ingest, processor: Processor
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Settings,
+        ingest: Ingest,
+        processor: Processor,
+        run_state: RunState,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -34,6 +42,7 @@ class RunRecorder(Construct):
                 "bucket": ingest.bucket.bucket_name,
                 "queueUrl": ingest.queue.queue_url,
                 "deadLetterQueueUrl": ingest.dead_letter_queue.queue_url,
+                "runStateTable": run_state.table.table_name,
             },
             timeout_seconds=60,
             memory_mb=256,
@@ -60,11 +69,22 @@ class RunRecorder(Construct):
             )
         )
 
+        # The model's measured throughput per unit, beside the progress counter the state machine
+        # reads: the next run sizes its units from it (targetDrainMinutes).
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="RememberTheModelsCapacity",
+                actions=["dynamodb:UpdateItem"],
+                resources=[run_state.table.table_arn],
+                conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["progress"]}},
+            )
+        )
+
         Validations.of(self.role).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
                 reason="cloudwatch:GetMetricData supports no resource-level permissions; the function "
-                "reads only the processor's metrics.",
+                "reads only the processor's metrics and the model's InServiceInferenceUnits.",
             )
         )
         acknowledge_prefix_access(self.role, ingest.bucket, config.runs_prefix)

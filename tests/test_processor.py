@@ -293,33 +293,35 @@ def test_one_image_gets_one_result_with_labels_settings_source_and_model(aws, re
     assert aws.visibility_changes == []
 
 
-def test_throttled_message_alone_is_retried_soon_and_the_others_are_labeled(aws, rekognition):
+def test_a_message_throttled_on_every_attempt_is_retried_soon_and_the_batch_backs_off_with_it(
+    aws, rekognition
+):
+    """Ten throttles in a row are a throttling storm, not a full model: the rest of the batch backs off
+    too, without a call, instead of spending the invocation (and its receives) on the storm."""
     rekognition.returns("incoming/a.jpg", LABELS)
     rekognition.fails("incoming/b.jpg", "ProvisionedThroughputExceededException")
-    rekognition.returns("incoming/c.jpg", [])
     event = deliver(
         aws,
         notification(s3_record("incoming/a.jpg")),
         notification(s3_record("incoming/b.jpg")),
         notification(s3_record("incoming/c.jpg")),
     )
-    throttled = event["Records"][1]
+    throttled, after = event["Records"][1], event["Records"][2]
 
     response = invoke(event)
 
-    assert response == failures(throttled["messageId"])
-    assert stored(aws) == {
-        "results/a.jpg.json": result_doc("incoming/a.jpg", LABELS),
-        "results/c.jpg.json": result_doc("incoming/c.jpg", []),
-    }
+    assert response == failures(throttled["messageId"], after["messageId"])
+    assert rekognition.keys == ["incoming/a.jpg"] + ["incoming/b.jpg"] * app.THROTTLE_ATTEMPTS
+    assert stored(aws) == {"results/a.jpg.json": result_doc("incoming/a.jpg", LABELS)}
     # Accepted by moto (status 200), so queue URL and receipt handle were the real ones.
     assert aws.visibility_changes == [
         {
             "QueueUrl": aws.queue_url,
-            "ReceiptHandle": throttled["receiptHandle"],
+            "ReceiptHandle": record["receiptHandle"],
             "VisibilityTimeout": 10,
             "status": 200,
         }
+        for record in (throttled, after)
     ]
 
 
@@ -702,15 +704,14 @@ def test_metrics_count_labeled_images_labels_error_records_and_retries(aws, reko
         aws,
         notification(s3_record("incoming/a.jpg")),
         notification(s3_record("incoming/b.jpg")),
-        notification(s3_record("incoming/c.jpg")),
         notification(s3_record("incoming/d.gif")),
+        notification(s3_record("incoming/c.jpg")),
     )
 
     invoke(event)
 
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    # Powertools flushes a metric at 100 values (c.jpg's throttled calls), then the rest at the end.
-    assert len(emf) == 2
+    assert len(emf) == 1
     metrics = {
         (m["Name"], m["Unit"])
         for blob in emf
@@ -812,20 +813,21 @@ def _progress() -> int | None:
     return int(item["Item"]["accounted"]["N"]) if "Item" in item else None
 
 
-def test_each_batch_adds_the_messages_it_accounted_for_to_the_progress_counter(aws, rekognition):
+def test_each_batch_adds_the_messages_it_accounted_for_to_the_progress_counter(aws, rekognition, monkeypatch):
     rekognition.returns("incoming/a.jpg", LABELS)
-    rekognition.fails("incoming/b.jpg", "ProvisionedThroughputExceededException")
     rekognition.fails("incoming/c.jpg", "InvalidImageFormatException")
+    rekognition.fails("incoming/b.jpg", "ProvisionedThroughputExceededException")
     invoke(
         deliver(
             aws,
             notification(s3_record("incoming/a.jpg")),
-            notification(s3_record("incoming/b.jpg")),
             notification(s3_record("incoming/c.jpg")),
+            notification(s3_record("incoming/b.jpg")),
         )
     )
     # A result and an error record count; the throttled message goes back to the queue and does not.
     assert _progress() == 2
+    monkeypatch.setattr(app, "saturation", app.Saturation())  # a later invocation, after the storm
     rekognition.returns("incoming/b.jpg", [])
     invoke(deliver(aws, notification(s3_record("incoming/b.jpg"))))
     assert _progress() == 3
@@ -852,7 +854,7 @@ def test_an_invocation_near_its_timeout_starts_no_new_work_and_returns_it(aws, r
 def test_throttle_retries_stop_at_the_time_budget(aws, rekognition, monkeypatch):
     rekognition.fails("incoming/a.jpg", "ProvisionedThroughputExceededException", times=1)
     event = deliver(aws, notification(s3_record("incoming/a.jpg")))
-    clock = iter(range(0, 10_000, 40))  # every look at the clock is 40 s later
+    clock = iter(range(0, 10_000, 20))  # every look at the clock is 20 s later
     monkeypatch.setattr(app, "time", SimpleNamespace(sleep=lambda _: None, monotonic=lambda: next(clock)))
     response = invoke(event, remaining_millis=60_000)
     # One call, then the budget (60 s less the margin) is gone: no second attempt.
@@ -864,6 +866,7 @@ def test_throttle_retries_stop_at_the_time_budget(aws, rekognition, monkeypatch)
 def fresh_breaker(monkeypatch):
     """Each test is a new execution environment as far as denials go."""
     monkeypatch.setattr(app, "breaker", app.Breaker())
+    monkeypatch.setattr(app, "saturation", app.Saturation())
     return app.breaker
 
 

@@ -3,6 +3,7 @@ takes from CloudWatch and SQS (moto), and what happens when a count or the write
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from customlabels_batch.emulator import metrics as emulated_metrics
 from customlabels_batch.emulator.event_source_mapping import LambdaContext
 from customlabels_batch.emulator.functions import RUN_RECORDER, load_handler, read_settings
 from customlabels_batch.emulator.metrics import put_emf_blob
@@ -26,12 +28,18 @@ STARTED = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:batch-run:run-1"
 SERVICE = [{"Name": "service", "Value": PROCESSOR_SERVICE_NAME}]
 CONFIG = Settings(project_arn=PROJECT_ARN, project_version_arn=VERSION_ARN)
+RUN_STATE_TABLE = "run-state"
+MODEL_DIMENSIONS = [{"Name": "ProjectName", "Value": "p"}, {"Name": "VersionName", "Value": "p.v1"}]
 
 
 def recorder_environment(queue_url: str = "q", dlq_url: str = "d") -> dict[str, str]:
     """The environment the stack gives the function (same source: Settings)."""
     return CONFIG.function_environment(
-        Use.RUN_RECORDER, bucket=BUCKET, queueUrl=queue_url, deadLetterQueueUrl=dlq_url
+        Use.RUN_RECORDER,
+        bucket=BUCKET,
+        queueUrl=queue_url,
+        deadLetterQueueUrl=dlq_url,
+        runStateTable=RUN_STATE_TABLE,
     )
 
 
@@ -191,16 +199,25 @@ class Aws:
         self.s3.create_bucket(Bucket=BUCKET)
         self.queue_url = self.sqs.create_queue(QueueName="images")["QueueUrl"]
         self.dlq_url = self.sqs.create_queue(QueueName="images-dlq")["QueueUrl"]
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=RUN_STATE_TABLE,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
 
-    def metric(self, name: str, value: float, minutes: float) -> None:
+    def metric(
+        self, name: str, value: float, minutes: float, *, unit: str = "Count", model: bool = False
+    ) -> None:
+        """A processor metric, or with model=True one of the model's (AWS/Rekognition)."""
         self.cloudwatch.put_metric_data(
-            Namespace=PROCESSOR_METRICS_NAMESPACE,
+            Namespace="AWS/Rekognition" if model else PROCESSOR_METRICS_NAMESPACE,
             MetricData=[
                 {
                     "MetricName": name,
-                    "Dimensions": SERVICE,
+                    "Dimensions": MODEL_DIMENSIONS if model else SERVICE,
                     "Value": value,
-                    "Unit": "Count",
+                    "Unit": unit,
                     "Timestamp": STARTED + timedelta(minutes=minutes),
                 }
             ],
@@ -277,7 +294,9 @@ def test_a_count_that_fails_leaves_that_field_null_and_says_why(aws, monkeypatch
     record = app.lambda_handler(success_event(), CONTEXT)
     assert record["imagesLabeled"] is None and record["errorRecords"] is None
     assert record["messagesLeftInQueue"] == 0  # the other counts still stand
-    assert len(record["problems"]) == 1 and "AccessDenied" in record["problems"][0]
+    # The counts and the model's measurements each say why they are missing.
+    assert len(record["problems"]) == 2 and all("AccessDenied" in problem for problem in record["problems"])
+    assert record["model"] is None
     assert record["estimatedCostUsd"] == 1.0
 
 
@@ -302,3 +321,55 @@ def test_emulated_emf_extraction_gives_the_counts_powertools_emitted(aws):
 
     counts = app.count_processor_metrics(STARTED, STARTED + timedelta(minutes=20))
     assert counts == {"imagesLabeled": 4, "errorRecords": 0, "labelsFound": 7}
+
+
+def test_the_record_measures_the_model_calls_latency_capacity_units_and_processor_cost(aws):
+    """From the processor's metrics and AWS/Rekognition InServiceInferenceUnits over the minutes the
+    run had the model (10-25); the capacity counts the minutes the model was full (throttling)."""
+    with contextlib.ExitStack() as stack:
+        for patch in emulated_metrics.patches():  # CloudWatch's percentiles, which moto lacks
+            stack.enter_context(patch)
+        for minute in (11, 12, 13):
+            aws.metric("ModelCallsAccepted", 300, minute)
+            aws.metric("ModelCallsThrottled", 30 if minute < 13 else 0, minute)
+        aws.metric("ModelCallsThrottled", 500, 40)  # after this run
+        for seconds in (0.3, 0.4, 0.5, 0.6, 2.0):
+            aws.metric("ModelCallSeconds", seconds, 12, unit="Seconds")
+        aws.metric("ProcessorSeconds", 1024, 12, unit="Seconds")
+        for minute in range(10, 25):
+            aws.metric("InServiceInferenceUnits", 2 if minute < 20 else 1, minute, model=True)
+
+        record = app.lambda_handler(success_event(), CONTEXT)
+
+    model = record["model"]
+    assert (model["acceptedCalls"], model["throttledCalls"]) == (900, 60)
+    assert model["throttledShare"] == round(60 / 960, 3)
+    assert (model["callSecondsP50"], model["callSecondsP95"]) == (0.5, 2.0)
+    # Minutes 11 and 12 were full: 600 calls over two minutes of two units.
+    assert model["saturatedMinutes"] == 2 and not model["capacityIsLowerBound"]
+    assert model["acceptedPerSecondPerUnit"] == round(600 / (60 * 4), 3)
+    assert model["mostUnitsInService"] == 2
+    assert model["measuredInferenceUnitMinutes"] == 10 * 2 + 5 * 1
+    assert model["measuredCostUsd"] == round(25 / 60 * 4.0, 3)
+    assert model["processorGbSeconds"] == 1024 * CONFIG.processor_memory_mb / 1024
+    # The next run sizes its units from it.
+    item = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=RUN_STATE_TABLE, Key={"id": {"S": "progress"}}
+    )["Item"]
+    assert float(item["tpsPerUnit"]["N"]) == model["acceptedPerSecondPerUnit"]
+
+
+def test_a_model_that_was_never_full_gives_a_lower_bound_that_is_not_remembered(aws):
+    aws.metric("ModelCallsAccepted", 120, 11)
+    record = app.lambda_handler(success_event(), CONTEXT)
+    assert record["model"]["capacityIsLowerBound"] and record["model"]["acceptedPerSecondPerUnit"] == 2.0
+    item = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=RUN_STATE_TABLE, Key={"id": {"S": "progress"}}
+    )
+    assert "Item" not in item
+
+
+def test_a_run_that_never_had_the_model_measures_nothing(aws):
+    event = success_event()
+    del event["summary"]["run"]["modelRunning"]
+    assert app.lambda_handler(event, CONTEXT)["model"] is None

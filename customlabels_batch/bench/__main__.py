@@ -48,6 +48,8 @@ class Scenario:
     tps: float = TPS_PER_IU
     latency: float = 0.4
     overrides: tuple[tuple[str, str], ...] = ()  # configuration (cdk.json context) beside CONTEXT
+    policies: tuple[str, ...] = ("pipeline", "reference")
+    suite: str = "costs"
 
 
 SCENARIOS = [
@@ -58,6 +60,49 @@ SCENARIOS = [
     ),
     Scenario("2000 images, 5 % poison, start 15 min", 2000, 15, poison_share=0.05),
 ]
+# The model's true speed varies by model, image and object count, and nobody tells the pipeline:
+# every cell runs the default configuration.
+MATRIX_TPS = (2.0, 5.0, 10.0, 20.0)
+MATRIX_LATENCY = (0.2, 0.5, 1.0, 2.0)
+CAPACITY = [
+    *(
+        Scenario(
+            f"2000 images, {tps:g} TPS/unit, {latency:g} s calls",
+            2000,
+            5,
+            tps=tps,
+            latency=latency,
+            policies=("pipeline",),
+            suite="capacity",
+        )
+        for tps in MATRIX_TPS
+        for latency in MATRIX_LATENCY
+    ),
+    Scenario(
+        "20000 images, auto-scaling 1-4 units",
+        20000,
+        15,
+        overrides=(("maxInferenceUnits", "4"),),
+        policies=("pipeline",),
+        suite="capacity",
+    ),
+]
+
+
+def large_backlog(full_size: bool) -> Scenario:
+    """100,000 images drained in 60 minutes, or the same at a fifth of the size (20,000 in 12
+    minutes: the same units chosen, the same drain rate) to keep the bench's wall time down."""
+    images, minutes = (100000, 60) if full_size else (20000, 12)
+    return Scenario(
+        f"{images} images, targetDrainMinutes={minutes}, up to 8 units",
+        images,
+        15,
+        overrides=(("targetDrainMinutes", str(minutes)), ("maxInferenceUnits", "8")),
+        policies=("pipeline",),
+        suite="capacity",
+    )
+
+
 SMOKE = [Scenario("3 images, start 5 min", 3, 5)]
 
 
@@ -156,6 +201,14 @@ def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
         "throttledPerAccepted": round(model.calls["Throttled"] / max(accepted, 1), 3),
         "processorCostShare": round(processor_usd / model_usd, 4) if model_usd else None,
         "mostUnitsInService": report["model"]["mostUnitsInService"],
+        "tps": scenario.tps,
+        "latency": scenario.latency,
+        "suite": scenario.suite,
+        "drainMinutes": round((model.last_call_done_at - model.first_call_at) / 60, 2)
+        if model.first_call_at is not None
+        else None,
+        "unitsChosen": ((report["runRecords"] or [{}])[0].get("unitsChosen") or {}),
+        "runRecordModel": (report["runRecords"] or [{}])[0].get("model"),
         "unitsInService": report["model"]["unitsInService"],
         "itemFailures": report["processor"].get("itemFailures", 0),
         "deadLetterQueue": report["deadLetterQueue"]["visible"],
@@ -184,7 +237,7 @@ def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
 
 
 def _run_all(scenarios: list[Scenario], jobs: int, transition: float | None = None) -> list[dict]:
-    work = [(s, policy) for s in scenarios for policy in ("pipeline", "reference")]
+    work = [(s, policy) for s in scenarios for policy in s.policies]
     # Largest first, so the long runs overlap with the many short ones.
     work.sort(key=lambda item: -(item[0].images + item[0].trickle_images))
     if jobs <= 1:
@@ -255,6 +308,103 @@ def targets(rows: list[dict], config) -> list[dict]:
     return checks
 
 
+def capacity_targets(rows: list[dict]) -> list[dict]:
+    cells = [r for r in rows if r["suite"] == "capacity" and r["scenario"].startswith("2000 images,")]
+    checks = []
+    if cells:
+        low = min(cells, key=lambda r: r["drainThroughputShare"] or 0)
+        over = max(cells, key=lambda r: r["overheadMinutes"])
+        lam = max(cells, key=lambda r: r["processorCostShare"] or 0)
+        checks += [
+            {
+                "target": "capacity matrix: drain throughput >= 90 % of the true capacity in every cell",
+                "worst": f"{low['drainThroughputShare']:.1%} ({low['scenario']})",
+                "met": all((r["drainThroughputShare"] or 0) >= 0.9 for r in cells),
+            },
+            {
+                "target": "capacity matrix: billed - least possible <= 1.5 IU-min per unit, none in the DLQ",
+                "worst": f"{over['overheadMinutes']} min ({over['scenario']}); DLQ total "
+                f"{sum(r['deadLetterQueue'] for r in cells)}",
+                "met": all(r["overheadMinutes"] <= 1.5 * r["mostUnitsInService"] for r in cells)
+                and all(r["deadLetterQueue"] == 0 for r in cells),
+            },
+            {
+                "target": "capacity matrix: processor Lambda cost <= 10 % of the model's",
+                "worst": f"{lam['processorCostShare']:.1%} ({lam['scenario']})",
+                "met": all((r["processorCostShare"] or 0) <= 0.1 for r in cells),
+            },
+        ]
+    one_unit = {
+        r["images"]: r for r in rows if r["policy"] == "pipeline" and r["scenario"].endswith("start 15 min")
+    }
+    for row in rows:
+        if "targetDrainMinutes=" not in row["scenario"]:
+            continue
+        target = float(row["scenario"].split("targetDrainMinutes=")[1].split(",")[0])
+        checks.append(
+            {
+                "target": f"{row['images']} images: drained within targetDrainMinutes + 5 min",
+                "worst": f"{row['drainMinutes']} min with {row['mostUnitsInService']} units "
+                f"({row['unitsChosen'].get('why', '?')})",
+                "met": row["drainMinutes"] is not None and row["drainMinutes"] <= target + 5,
+            }
+        )
+        base = one_unit.get(row["images"])
+        if base:
+            ratio = row["billedModelMinutes"] / base["billedModelMinutes"]
+            checks.append(
+                {
+                    "target": f"{row['images']} images: billed within 5 % of the same batch at one unit",
+                    "worst": f"{row['billedModelMinutes']} vs {base['billedModelMinutes']} IU-min "
+                    f"({ratio - 1:+.1%})",
+                    "met": abs(ratio - 1) <= 0.05,
+                }
+            )
+    return checks
+
+
+def print_matrix(rows: list[dict], out) -> None:
+    cells = {(r["tps"], r["latency"]): r for r in rows if r["suite"] == "capacity" and r["images"] == 2000}
+    if not cells:
+        return
+    print(
+        "Capacity matrix, 2000 images at 1 unit, default configuration: drain throughput as a share of the",
+        file=out,
+    )
+    print(
+        "model's true capacity / billed IU-min (least possible) / throttled calls per accepted call /",
+        file=out,
+    )
+    print("processor Lambda cost as a share of the model's", file=out)
+    header = f"{'TPS per unit':>12} | " + " | ".join(f"{f'{lat:g} s calls':^27}" for lat in MATRIX_LATENCY)
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for tps in MATRIX_TPS:
+        parts = []
+        for latency in MATRIX_LATENCY:
+            r = cells.get((tps, latency))
+            parts.append(
+                "-".center(27)
+                if r is None
+                else f"{r['drainThroughputShare'] or 0:>4.0%} {r['billedModelMinutes']:>5.1f} "
+                f"({r['minimumModelMinutes']:>4.1f}) {r['throttledPerAccepted']:>4.2f} "
+                f"{r['processorCostShare'] or 0:>4.1%}"
+            )
+        print(f"{tps:>12g} | " + " | ".join(parts), file=out)
+    for r in rows:
+        if r["suite"] == "capacity" and r["images"] != 2000:
+            timeline = ", ".join(
+                f"{p['units']} at {p['atSeconds'] / 60:.0f} min" for p in r["unitsInService"]
+            )
+            print(
+                f"{r['scenario']}: billed {r['billedModelMinutes']} IU-min "
+                f"(least possible {r['minimumModelMinutes']}),"
+                f" drained in {r['drainMinutes']} min, throughput {r['drainThroughputShare'] or 0:.0%};"
+                f" units in service: {timeline}",
+                file=out,
+            )
+
+
 def print_table(rows: list[dict], out) -> None:
     ref = {r["scenario"]: r for r in rows if r["policy"] == "reference"}
     header = (
@@ -264,7 +414,7 @@ def print_table(rows: list[dict], out) -> None:
     print(header, file=out)
     print("-" * len(header), file=out)
     for row in rows:
-        if row["policy"] != "pipeline":
+        if row["policy"] != "pipeline" or row["suite"] != "costs":
             continue
         r = ref.get(row["scenario"])
         share = "-" if row["drainThroughputShare"] is None else f"{row['drainThroughputShare']:.0%}"
@@ -290,6 +440,16 @@ def print_table(rows: list[dict], out) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m customlabels_batch.bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="one tiny scenario (what `make test` runs)")
+    parser.add_argument(
+        "--suite",
+        choices=("all", "costs", "capacity"),
+        default="all",
+        help="costs: billed time per batch against the reference (the README's first table); capacity: "
+        "models of every speed, a large backlog, auto-scaling (the capacity matrix)",
+    )
+    parser.add_argument(
+        "--full-size", action="store_true", help="the large backlog at 100,000 images (about an hour more)"
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
     parser.add_argument(
@@ -302,15 +462,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = time.monotonic()
-    scenarios = SMOKE if args.smoke else SCENARIOS
+    scenarios = (
+        SMOKE
+        if args.smoke
+        else [
+            *(SCENARIOS if args.suite in ("all", "costs") else []),
+            *([*CAPACITY, large_backlog(args.full_size)] if args.suite in ("all", "capacity") else []),
+        ]
+    )
     rows = _run_all(scenarios, args.jobs, args.mapping_transition_seconds)
     order = {s.name: i for i, s in enumerate(scenarios)}
     rows.sort(key=lambda r: (order[r["scenario"]], r["policy"]))
     check = time_scale_check(scenarios[0] if args.smoke else Scenario("100 images, start 5 min", 100, 5))
     config = emulated_config(CONTEXT)
-    checks = targets(rows, config)
+    costs = [r for r in rows if r["suite"] == "costs"]
+    checks = (targets(costs, config) if costs else []) + capacity_targets(rows)
 
     print_table(rows, sys.stdout)
+    print(file=sys.stdout)
+    print_matrix(rows, sys.stdout)
     print(file=sys.stdout)
     for item in checks:
         print(f"[{'met' if item['met'] else 'MISSED'}] {item['target']}: {item['worst']}")

@@ -219,6 +219,7 @@ class EmulatedModel:
         self.project_arn = project_arn
         self.version_arn = version_arn
         self.version_name = version_arn.split("/version/")[1].split("/", maxsplit=1)[0]
+        self.project_name = project_arn.split(":project/")[1].split("/", maxsplit=1)[0]
         self.annotations = annotations or Annotations()
         self.behaviour = behaviour or ModelBehaviour()
         self.created = clock.epoch_seconds()

@@ -7,9 +7,11 @@ stamped with the emulated time, so the run recorder counts images labeled as it 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from unittest import mock
 
 import boto3
 
@@ -52,3 +54,54 @@ def ingest_flushed_metrics(metrics: Any, *, now: Callable[[], datetime], region:
         return blob
 
     provider.serialize_metric_set = serialize_and_deliver
+
+
+def patches() -> list[Any]:
+    """Percentile statistics (`p50`, `p95`, ...), which CloudWatch computes for any metric and moto
+    does not: the run recorder reads the model's call latency with them."""
+    from moto.cloudwatch.models import Statistics
+
+    original = Statistics.get_statistics_for_type
+
+    def get_statistics_for_type(self, stat: str):
+        match = re.fullmatch(r"p(\d+(?:\.\d+)?)", stat)
+        if match is None:
+            return original(self, stat)
+        values = sorted(self.metric_single_values_list)
+        if not values:
+            return None
+        # Nearest rank, as CloudWatch describes its percentiles.
+        rank = max(1, -(-float(match[1]) * len(values) // 100))
+        return values[int(rank) - 1]
+
+    return [mock.patch.object(Statistics, "get_statistics_for_type", get_statistics_for_type)]
+
+
+def publish_in_service_units(
+    cloudwatch: Any, model: Any, *, epoch: datetime, since: float, until: float
+) -> float:
+    """AWS/Rekognition InServiceInferenceUnits for the model's whole minutes in [since, until), as
+    the emulator assumes AWS publishes it (AWS documents the metric, not its granularity): one
+    datapoint a minute, the units in service averaged over the minute. Returns where it got to."""
+    from datetime import timedelta
+
+    points = [(t, value) for t, value in model.in_service_datapoints(until) if t >= since]
+    dimensions = [
+        {"Name": "ProjectName", "Value": model.project_name},
+        {"Name": "VersionName", "Value": model.version_name},
+    ]
+    for start in range(0, len(points), 500):
+        cloudwatch.put_metric_data(
+            Namespace="AWS/Rekognition",
+            MetricData=[
+                {
+                    "MetricName": "InServiceInferenceUnits",
+                    "Dimensions": dimensions,
+                    "Timestamp": epoch + timedelta(seconds=t),
+                    "Value": value,
+                    "Unit": "Count",
+                }
+                for t, value in points[start : start + 500]
+            ],
+        )
+    return until // 60 * 60

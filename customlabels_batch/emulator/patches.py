@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import moto
 
-from . import async_invoke, control_plane, data_plane, moto_fixes, services, virtual_time
+from . import async_invoke, control_plane, data_plane, metrics, moto_fixes, services, virtual_time
 from .state import Emulation
 
 SUPPORTED_MOTO = "5.2.5"
@@ -35,6 +35,7 @@ def applied(emulation: Emulation) -> Iterator[None]:
                 *control_plane.patches(emulation),
                 *data_plane.patches(emulation),
                 *async_invoke.patches(emulation),
+                *metrics.patches(),
             ):
                 stack.enter_context(patch)
             yield

@@ -40,7 +40,7 @@ from .control_plane import ControlPlane, external_update
 from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
 from .data_plane import MAX_KEY_BYTES
 from .event_source_mapping import EventSourceMappingEmulator, LambdaContext
-from .metrics import ingest_flushed_metrics
+from .metrics import ingest_flushed_metrics, publish_in_service_units
 from .state import Emulation
 
 ACCOUNT = "123456789012"
@@ -154,6 +154,7 @@ class EmulatedPipeline:
         self._started: list[str] = []
         self._ended: dict[str, dict] = {}
         self._scheduled_uploads: list[tuple[Callable[[EmulatedPipeline], bool], list[Upload]]] = []
+        self._in_service_published = 0.0  # emulated time up to which InServiceInferenceUnits is out
 
     # ---- set-up --------------------------------------------------------------------------
     def __enter__(self) -> EmulatedPipeline:
@@ -302,7 +303,11 @@ class EmulatedPipeline:
         _detach_moto_dispatch(region, queue_arn)
 
         recorder_environment = config.function_environment(
-            Use.RUN_RECORDER, bucket=self.bucket, queueUrl=self.queue_url, deadLetterQueueUrl=self.dlq_url
+            Use.RUN_RECORDER,
+            bucket=self.bucket,
+            queueUrl=self.queue_url,
+            deadLetterQueueUrl=self.dlq_url,
+            runStateTable=self.run_state_table,
         )
         recorder_arn = self._create_function(
             RUN_RECORDER_NAME, "run_recorder.app.lambda_handler", role, 60, recorder_environment
@@ -435,7 +440,21 @@ class EmulatedPipeline:
             aws_request_id="emulated",
             timeout_seconds=60,
         )
-        return lambda event: module.lambda_handler(event, context)
+        cloudwatch = boto3.client("cloudwatch", region_name=self.config.region)
+
+        def invoke(event: dict) -> dict:
+            # The model's InServiceInferenceUnits reach CloudWatch minute by minute; by the time the
+            # recorder runs (after the state machine's settle wait) the run's minutes are there.
+            self._in_service_published = publish_in_service_units(
+                cloudwatch,
+                self.model,
+                epoch=self.clock.epoch,
+                since=self._in_service_published,
+                until=self.clock.now(),
+            )
+            return module.lambda_handler(event, context)
+
+        return invoke
 
     def _processor_environment_base(self) -> dict[str, str]:
         return {

@@ -48,7 +48,9 @@ REKOGNITION_CLIENT_CONFIG = Config(
     max_pool_connections=MAX_CALLS_IN_FLIGHT,
 )
 THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException"})
-THROTTLE_ATTEMPTS = 100  # per image and delivery; the time budget usually ends the retries first
+# Per image and delivery, about 10 s of retries: at the model's capacity a few percent of calls are
+# throttled, so ten in a row means a throttling storm, and the message backs off instead.
+THROTTLE_ATTEMPTS = 10
 THROTTLE_PAUSE_SECONDS = (0.02, 0.1)  # jittered so concurrent environments don't retry in step
 MAX_THROTTLE_PAUSE_SECONDS = 1.6
 # Retrying these cannot help: the image itself is unusable.
@@ -148,6 +150,32 @@ class Breaker:
 breaker = Breaker()
 
 
+class ModelSaturatedError(TransientImageError):
+    """Not attempted: another message just had every call throttled. It backs off with the message
+    (as that one does) instead of spending the invocation's time, and its receives, on the storm."""
+
+
+# After a message used up its throttle attempts, this environment's other messages back off too.
+SATURATED_SECONDS = 10.0
+
+
+class Saturation:
+    def __init__(self) -> None:
+        self.since = -math.inf
+
+    def trip(self) -> None:
+        self.since = time.monotonic()
+
+    def check(self) -> None:
+        if time.monotonic() - self.since < SATURATED_SECONDS:
+            raise ModelSaturatedError(
+                "Not attempted: the model throttled every call of another message just now."
+            )
+
+
+saturation = Saturation()
+
+
 # Read once, at import: the stack sets them from the declared settings.
 SETTINGS = settings.load()
 
@@ -223,6 +251,7 @@ def _attempt(record: SQSRecord, retried: bool) -> None:
     """Process the message, or move it to the DLQ; on failure, set when it comes back and re-raise."""
     try:
         breaker.check()
+        saturation.check()
         budget.check("this message")
         if retried and _died_during_last_attempt(record):
             _move_to_dead_letter_queue(record)
@@ -565,6 +594,8 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
                     # soon instead of backing off for seconds and leaving paid capacity idle.
                     time.sleep(_throttle_pause(attempt))
                     continue
+            if kind == THROTTLED:
+                saturation.trip()
             if kind in (TRANSIENT, THROTTLED):
                 raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
             # Any other 4xx: this request, for this image, can never succeed as sent.

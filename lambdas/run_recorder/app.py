@@ -30,6 +30,11 @@ COUNTED_METRICS = {
     "LabelsFound": "labelsFound",
 }
 METRIC_PERIOD_SECONDS = 60
+# Lambda on arm64 (the stack's architecture), us-east-1, per GB-second of billed duration.
+USD_PER_LAMBDA_GB_SECOND = 0.0000133334
+# A minute counts as "the model was full" when at least this share of its calls was throttled: the
+# processors ask a little more than the model takes, so its accepted calls are its capacity.
+SATURATED_THROTTLED_SHARE = 0.02
 
 logger = Logger(service="customlabels-run-recorder")
 
@@ -111,6 +116,8 @@ def build_record(
         "modelRunningMinutes": round(minutes, 2),
         "inferenceUnits": units,
         "maxInferenceUnits": max_units,
+        # How this run chose the units it started the model with (targetDrainMinutes).
+        "unitsChosen": run.get("unitsChosen"),
         "estimatedCostUsd": round(minutes / 60 * units * usd_per_inference_unit_hour, 4),
         "estimate": (
             f"RUNNING minutes seen by this run x {units} inference unit(s) x "
@@ -180,6 +187,127 @@ def count_messages(queue_url: str) -> int:
     return sum(int(value) for value in attributes.values())
 
 
+def _metric_query(
+    query_id: str, namespace: str, name: str, dimensions: list, *, stat: str, period: int
+) -> dict:
+    return {
+        "Id": query_id,
+        "MetricStat": {
+            "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dimensions},
+            "Period": period,
+            "Stat": stat,
+        },
+        "ReturnData": True,
+    }
+
+
+def _series(queries: list[dict], start: datetime, end: datetime) -> dict[str, dict[datetime, float]]:
+    series: dict[str, dict[datetime, float]] = {q["Id"]: {} for q in queries}
+    for page in (
+        client("cloudwatch")
+        .get_paginator("get_metric_data")
+        .paginate(MetricDataQueries=queries, StartTime=start, EndTime=end)
+    ):
+        for result in page["MetricDataResults"]:
+            for moment, value in zip(result["Timestamps"], result["Values"], strict=True):
+                series[result["Id"]][moment] = series[result["Id"]].get(moment, 0.0) + value
+    return series
+
+
+def measure_model(window: tuple[datetime, datetime] | None, units: int) -> dict[str, Any] | None:
+    """What the model did while this run had it: calls accepted and throttled, call latency, the
+    throughput per unit in the minutes it was full (what the next run sizes units from), units in
+    service and the IU-minutes they bill (AWS/Rekognition InServiceInferenceUnits), and what the
+    processor cost. None when the run never had the model RUNNING."""
+    if window is None:
+        return None
+    start = window[0].replace(second=0, microsecond=0)
+    end = window[1].replace(second=0, microsecond=0) + timedelta(minutes=1)
+    whole = max(METRIC_PERIOD_SECONDS, int((end - start).total_seconds()))
+    processor = [{"Name": "service", "Value": SETTINGS.processor_service_name}]
+    model = [
+        {"Name": "ProjectName", "Value": SETTINGS.project_name},
+        {"Name": "VersionName", "Value": SETTINGS.version_name},
+    ]
+    namespace = SETTINGS.processor_metrics_namespace
+    queries = [
+        _metric_query(
+            "accepted", namespace, "ModelCallsAccepted", processor, stat="Sum", period=METRIC_PERIOD_SECONDS
+        ),
+        _metric_query(
+            "throttled", namespace, "ModelCallsThrottled", processor, stat="Sum", period=METRIC_PERIOD_SECONDS
+        ),
+        _metric_query(
+            "units",
+            "AWS/Rekognition",
+            "InServiceInferenceUnits",
+            model,
+            stat="Average",
+            period=METRIC_PERIOD_SECONDS,
+        ),
+        _metric_query("p50", namespace, "ModelCallSeconds", processor, stat="p50", period=whole),
+        _metric_query("p95", namespace, "ModelCallSeconds", processor, stat="p95", period=whole),
+        _metric_query("busy", namespace, "ProcessorSeconds", processor, stat="Sum", period=whole),
+    ]
+    series = _series(queries, start, end)
+    accepted, throttled, in_service = series["accepted"], series["throttled"], series["units"]
+    total_accepted, total_throttled = round(sum(accepted.values())), round(sum(throttled.values()))
+    full = [
+        minute
+        for minute, count in accepted.items()
+        if count
+        and throttled.get(minute, 0) / (count + throttled.get(minute, 0)) >= SATURATED_THROTTLED_SHARE
+    ]
+    unit_minutes = sum(in_service.get(minute) or units for minute in full)
+    per_unit = sum(accepted[m] for m in full) / (60 * unit_minutes) if unit_minutes else None
+    busiest = max(accepted, key=accepted.get, default=None)
+    gb_seconds = sum(series["busy"].values()) * SETTINGS.processor_memory_mb / 1024
+    measured_iu_minutes = sum(in_service.values()) if in_service else None
+    return {
+        "acceptedCalls": total_accepted,
+        "throttledCalls": total_throttled,
+        "throttledShare": round(total_throttled / (total_accepted + total_throttled), 3)
+        if total_accepted + total_throttled
+        else None,
+        "callSecondsP50": _rounded(next(iter(series["p50"].values()), None)),
+        "callSecondsP95": _rounded(next(iter(series["p95"].values()), None)),
+        # Measured in the minutes the model was full; a lower bound (the busiest minute's rate)
+        # when it never was, and then not remembered for the next run.
+        "saturatedMinutes": len(full),
+        "acceptedPerSecondPerUnit": _rounded(per_unit)
+        if per_unit is not None
+        else _rounded(accepted[busiest] / 60 / (in_service.get(busiest) or units) if busiest else None),
+        "capacityIsLowerBound": per_unit is None,
+        "mostUnitsInService": max(in_service.values(), default=None),
+        "measuredInferenceUnitMinutes": _rounded(measured_iu_minutes),
+        "measuredCostUsd": _rounded(measured_iu_minutes / 60 * SETTINGS.usd_per_inference_unit_hour)
+        if measured_iu_minutes is not None
+        else None,
+        "processorGbSeconds": _rounded(gb_seconds),
+        "processorCostUsd": round(gb_seconds * USD_PER_LAMBDA_GB_SECOND, 5),
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def remember_capacity(model: dict[str, Any] | None, ended_at: datetime) -> None:
+    """The measured throughput per unit, beside the progress counter the state machine reads every
+    loop: the next run sizes its units (targetDrainMinutes) from it."""
+    if not model or model["capacityIsLowerBound"] or not model["acceptedPerSecondPerUnit"]:
+        return
+    client("dynamodb").update_item(
+        TableName=SETTINGS.run_state_table,
+        Key={"id": {"S": "progress"}},
+        UpdateExpression="SET tpsPerUnit = :tps, tpsMeasuredAt = :at",
+        ExpressionAttributeValues={
+            ":tps": {"N": str(model["acceptedPerSecondPerUnit"])},
+            ":at": {"S": iso(ended_at)},
+        },
+    )
+
+
 def measure(started_at: datetime, ended_at: datetime) -> tuple[dict[str, Any], list[str]]:
     """Each count on its own: one failing leaves that field null and says why, the rest stand."""
     counts: dict[str, Any] = dict.fromkeys(COUNTED_METRICS.values())
@@ -209,6 +337,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     record = build_record(
         event, counts, problems, usd_per_inference_unit_hour=SETTINGS.usd_per_inference_unit_hour
     )
+    try:
+        record["model"] = measure_model(model_window(run, ended_at), record["inferenceUnits"])
+        remember_capacity(record["model"], ended_at)
+    except (BotoCoreError, ClientError) as error:
+        record["model"] = None
+        record.setdefault("problems", []).append(f"model measurements not taken: {error}")
     key = record_key(SETTINGS.runs_prefix, started_at, event["executionName"])
     record["recordLocation"] = f"s3://{SETTINGS.bucket}/{key}"
     # A failed write raises: the state machine then sends its own summary with the error.
