@@ -169,6 +169,28 @@ class Monitoring(Construct):
                 [estimated_cost],
             ),
         )
+
+        def call_seconds(statistic: str) -> cw.Metric:
+            return cw.Metric(
+                namespace=PROCESSOR_METRICS_NAMESPACE,
+                metric_name="ModelCallSeconds",
+                dimensions_map={"service": PROCESSOR_SERVICE_NAME},
+                statistic=statistic,
+                period=Duration.minutes(5),
+                label=f"Call latency {statistic} (s)",
+            )
+
+        self.dashboard.add_widgets(
+            _graph(
+                "Model calls: accepted and throttled (the processors keep it just full)",
+                [
+                    processor_metric("ModelCallsAccepted", "Accepted"),
+                    processor_metric("ModelCallsThrottled", "Throttled (not billed; retried at once)"),
+                ],
+                right=[call_seconds("p50"), call_seconds("p95")],
+            ),
+            _graph("Processor busy seconds", [processor_metric("ProcessorSeconds", "Invocation seconds")]),
+        )
         executions_widget = _graph(
             "State machine executions by outcome", list(self.executions.values()), width=2 * WIDGET_WIDTH
         )

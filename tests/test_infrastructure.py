@@ -208,7 +208,7 @@ def test_mapping_is_created_disabled_with_batch_size_concurrency_and_partial_fai
     props = mapping["Properties"]
     assert props["Enabled"] is False
     assert props["BatchSize"] == synth.config.batch_size
-    assert props["ScalingConfig"] == {"MaximumConcurrency": 3}  # 3 per inference unit, 1 unit
+    assert props["ScalingConfig"] == {"MaximumConcurrency": 8}  # 8 per inference unit, 1 unit
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
     assert props["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
@@ -808,13 +808,18 @@ def test_run_recorder_role_writes_only_run_records_and_reads_only_counts(synth):
     queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
     dlq_id = synth.logical_id("AWS::SQS::Queue", "DeadLetterQueue")
     log_group_id = synth.logical_id("AWS::Logs::LogGroup", "RunRecorder")
+    table_id = synth.logical_id("AWS::DynamoDB::GlobalTable", "RunStateTable")
     assert _granted(_role_statements(synth, role_id)) == {
         "logs:CreateLogStream": [{"Fn::GetAtt": [log_group_id, "Arn"]}],
         "logs:PutLogEvents": [{"Fn::GetAtt": [log_group_id, "Arn"]}],
         "s3:PutObject": [_object_arn(image_id, synth.config.runs_prefix)],
         "sqs:GetQueueAttributes": [{"Fn::GetAtt": [dlq_id, "Arn"]}, {"Fn::GetAtt": [queue_id, "Arn"]}],
         "cloudwatch:GetMetricData": ["*"],
+        "dynamodb:UpdateItem": [{"Fn::GetAtt": [table_id, "Arn"]}],
     }
+    # It may write only the item where the model's measured throughput is kept.
+    [remember] = [s for s in _role_statements(synth, role_id) if s.get("Sid") == "RememberTheModelsCapacity"]
+    assert remember["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["progress"]}}
     assert "ManagedPolicyArns" not in synth.resources[role_id]["Properties"]
 
 
@@ -825,7 +830,11 @@ def test_run_recorder_environment_comes_from_the_config(synth):
     deployed = function_settings(function["Environment"]["Variables"])
     expected = json.loads(
         synth.config.function_settings(
-            Use.RUN_RECORDER, bucket="<ref>", queueUrl="<ref>", deadLetterQueueUrl="<ref>"
+            Use.RUN_RECORDER,
+            bucket="<ref>",
+            queueUrl="<ref>",
+            deadLetterQueueUrl="<ref>",
+            runStateTable="<ref>",
         )
     )
     assert deployed == expected

@@ -170,6 +170,13 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
             ("AWS/States", f"Executions{outcome}", machine)
             for outcome in ("Succeeded", "Failed", "TimedOut", "Aborted")
         ],
+        "Model calls: accepted and throttled (the processors keep it just full)": [
+            (NAMESPACE, "ModelCallsAccepted", SERVICE),
+            (NAMESPACE, "ModelCallsThrottled", SERVICE),
+            (NAMESPACE, "ModelCallSeconds", SERVICE),
+            (NAMESPACE, "ModelCallSeconds", SERVICE),
+        ],
+        "Processor busy seconds": [(NAMESPACE, "ProcessorSeconds", SERVICE)],
     }
     graphs = {title: w for title, w in widgets(synth).items() if "metrics" in w}
     assert set(graphs) == set(expected)
@@ -183,6 +190,11 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
     assert stats["Uploads triaged"] == stats["Triage errors and throttles (retried by Lambda)"] == {"Sum"}
     assert stats["State machine executions by outcome"] == {"Sum"}
     assert stats["Model inference units in service"] == {"Average"}
+    assert stats["Model calls: accepted and throttled (the processors keep it just full)"] == {
+        "Sum",
+        "p50",
+        "p95",
+    }
 
 
 def test_cost_widget_sums_per_minute_inference_units_at_4_dollars_per_iu_hour(synth):
@@ -391,6 +403,10 @@ def test_error_records_alarm_fires_above_the_hourly_threshold_of_triage_and_proc
                 "PipelineMisconfigured",
                 "NotAttempted",
                 "CrashedMessages",
+                "ModelCallsAccepted",
+                "ModelCallsThrottled",
+                "ModelCallSeconds",
+                "ProcessorSeconds",
             },
         ),
         ("triage", TRIAGE, {"ImagesQueued", "ErrorRecords", "UploadsSkipped"}),
@@ -405,7 +421,7 @@ def test_function_metrics_are_the_ones_the_handler_emits(synth, function, servic
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
     assert {"service": env["POWERTOOLS_SERVICE_NAME"]} == service
     handler = (REPO_ROOT / "lambdas" / function / "app.py").read_text()
-    emitted = set(re.findall(r'add_metric\(name="(\w+)"', handler))
+    emitted = set(re.findall(r'(?:add_metric\(name=|_metric\()"(\w+)"', handler))
     graphed_names = {
         name
         for w in widgets(synth).values()
