@@ -515,18 +515,23 @@ class EmulatedModel:
             self._scaling_at = None
         units = self._units_at(now)
         policy = self.behaviour.autoscaling
-        recent = [self._minutes.get(m) for m in range(minute - policy.up_after_minutes, minute)]
-        sustained = all(c and c[0] and c[1] / c[0] >= policy.throttled_share for c in recent)
+        # Sustained since the units last changed: minutes spent waiting for a unit do not count.
+        since = self._units[-1][0]
+        recent = range(minute - policy.up_after_minutes, minute)
+        sustained = all(
+            m * 60 >= since and (c := self._minutes.get(m)) and c[0] and c[1] / c[0] >= policy.throttled_share
+            for m in recent
+        )
         if units < self._max_inference_units and sustained:
             self._scaling_at = now + policy.unit_arrival_seconds
             self._set_units_from(self._scaling_at, units + 1)
-            for m in range(minute - policy.up_after_minutes, minute + 1):
-                self._minutes.pop(m, None)  # the next unit needs throttling sustained anew
 
     def _scale_down_when_idle(self, now: float) -> None:
         policy = self.behaviour.autoscaling
         idle = policy.down_after_idle_minutes * 60
         last = self.last_call_done_at
+        if self._scaling_at is not None and self._scaling_at <= now:
+            self._scaling_at = None
         if last is None or self._scaling_at is not None:
             return
         at = last + idle
