@@ -207,8 +207,11 @@ def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
         "drainMinutes": round((model.last_call_done_at - model.first_call_at) / 60, 2)
         if model.first_call_at is not None
         else None,
-        "unitsChosen": ((report["runRecords"] or [{}])[0].get("unitsChosen") or {}),
-        "runRecordModel": (report["runRecords"] or [{}])[0].get("model"),
+        "unitsChosen": (
+            report["runRecords"][0]["record"].get("unitsChosen") if report["runRecords"] else None
+        )
+        or {},
+        "runRecordModel": report["runRecords"][0]["record"].get("model") if report["runRecords"] else None,
         "unitsInService": report["model"]["unitsInService"],
         "itemFailures": report["processor"].get("itemFailures", 0),
         "deadLetterQueue": report["deadLetterQueue"]["visible"],

@@ -1,0 +1,82 @@
+"""End to end through the emulator: the run sizes the model's units from the backlog, measures what
+the model did, and the next run sizes from that measurement."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+from test_emulated_pipeline import _jpeg
+
+from customlabels_batch.emulator.custom_labels import ModelBehaviour
+from customlabels_batch.emulator.pipeline import EmulatedPipeline, EmulationOptions, Upload, emulated_config
+from customlabels_batch.settings import CONCURRENCY_PER_INFERENCE_UNIT
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+
+TRUE_TPS = 5.0
+
+
+def _uploads(count: int, prefix: str) -> list[Upload]:
+    return [Upload(f"{prefix}/img-{i:04d}.jpg", _jpeg(i)) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def two_runs():
+    # The first guess is 1 TPS per unit; the model does 5.
+    config = emulated_config(
+        {"targetDrainMinutes": "1", "maxInferenceUnits": "4", "modelTpsPerInferenceUnit": "1"}
+    )
+    options = EmulationOptions(
+        behaviour=ModelBehaviour(start_seconds=300, tps_per_inference_unit=TRUE_TPS, latency_seconds=0.4),
+        processor_log=io.StringIO(),
+    )
+    with EmulatedPipeline(config, options) as pipeline:
+        pipeline.upload(_uploads(240, "first"))
+        first = pipeline.run()
+        pipeline.upload(_uploads(600, "second"))
+        second = pipeline.run()
+    return first, second
+
+
+def test_the_first_run_sizes_the_units_from_the_backlog_and_the_configured_guess(two_runs):
+    first, _ = two_runs
+    [record] = [item["record"] for item in first["runRecords"]]
+    assert record["outcome"] == "SUCCEEDED" and first["resultsWritten"] == 240
+    # 240 images in 1 minute at the guessed 1 call/s per unit: 4 units, the most allowed.
+    assert record["unitsChosen"]["units"] == 4 and record["inferenceUnits"] == 4
+    assert "modelTpsPerInferenceUnit" in record["unitsChosen"]["why"]
+    assert first["model"]["inferenceUnits"] == 4
+    # Enough environments for every unit the model may have.
+    assert first["mapping"]["maximumConcurrency"] == 4 * CONCURRENCY_PER_INFERENCE_UNIT
+
+
+def test_the_run_record_measures_what_the_model_did(two_runs):
+    first, _ = two_runs
+    [record] = [item["record"] for item in first["runRecords"]]
+    model = record["model"]
+    assert model["acceptedCalls"] == first["model"]["calls"]["Labeled"] == 240
+    assert model["throttledCalls"] == first["model"]["calls"]["Throttled"] > 0
+    # The emulated model's median call is 0.4 s, with a tail.
+    assert model["callSecondsP50"] == pytest.approx(0.4, rel=0.15)
+    assert model["callSecondsP95"] > model["callSecondsP50"]
+    # The processors kept it full: its measured capacity is its true one.
+    assert not model["capacityIsLowerBound"]
+    assert model["acceptedPerSecondPerUnit"] == pytest.approx(TRUE_TPS, rel=0.2)
+    # Cost from InServiceInferenceUnits, as billed.
+    assert model["measuredInferenceUnitMinutes"] == pytest.approx(
+        first["model"]["billedInferenceUnitMinutes"], rel=0.02
+    )
+    assert model["mostUnitsInService"] == 4
+    assert model["processorGbSeconds"] > 0 and model["processorCostUsd"] < record["estimatedCostUsd"] / 10
+
+
+def test_the_next_run_sizes_the_units_from_the_measured_capacity(two_runs):
+    first, second = two_runs
+    measured = first["runRecords"][0]["record"]["model"]["acceptedPerSecondPerUnit"]
+    record = second["runRecords"][-1]["record"]  # the first run's is still there
+    assert record["outcome"] == "SUCCEEDED" and second["resultsWritten"] == 840
+    expected = max(1, min(4, math.ceil(600 / (measured * 60))))
+    assert record["unitsChosen"]["units"] == record["inferenceUnits"] == expected < 4
+    assert "measured by an earlier run" in record["unitsChosen"]["why"]
