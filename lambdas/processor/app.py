@@ -42,7 +42,8 @@ from ..images import (
 # retried with the message. The pool holds one connection per call in flight.
 MAX_CALLS_IN_FLIGHT = 10  # per execution environment: at most the batch size is ever in flight
 REKOGNITION_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 1},
+    # total_max_attempts counts the first attempt; botocore's max_attempts=1 would still retry once.
+    retries={"mode": "standard", "total_max_attempts": 1},
     connect_timeout=5,
     read_timeout=30,
     max_pool_connections=MAX_CALLS_IN_FLIGHT,
