@@ -177,7 +177,12 @@ class Settings(BaseModel):
         "`MaxResults` for DetectCustomLabels", Use.PROCESSOR, default=None, ge=1
     )
     processor_timeout_seconds: int = setting(
-        "Lambda timeout; the queue's visibility timeout is 6x this", Use.STACK, default=60, ge=1, le=900
+        "Lambda timeout (a batch of 10 at a slow model's share of its capacity needs time); the queue's "
+        "visibility timeout is 6x this",
+        Use.STACK,
+        default=120,
+        ge=1,
+        le=900,
     )
     processor_memory_mb: int = setting("Lambda memory", Use.STACK, default=256, ge=128, le=10240)
     retry_delay_seconds: int = setting(

@@ -15,7 +15,7 @@ from customlabels_batch.settings import CONCURRENCY_PER_INFERENCE_UNIT
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
-TRUE_TPS = 5.0
+TRUE_TPS = 1.0
 
 
 def _uploads(count: int, prefix: str) -> list[Upload]:
@@ -24,18 +24,18 @@ def _uploads(count: int, prefix: str) -> list[Upload]:
 
 @pytest.fixture(scope="module")
 def two_runs():
-    # The first guess is 1 TPS per unit; the model does 5.
+    # The first guess is a quarter call per second per unit; the model does 1.
     config = emulated_config(
-        {"targetDrainMinutes": "1", "maxInferenceUnits": "4", "modelTpsPerInferenceUnit": "1"}
+        {"targetDrainMinutes": "1", "maxInferenceUnits": "4", "modelTpsPerInferenceUnit": "0.25"}
     )
     options = EmulationOptions(
         behaviour=ModelBehaviour(start_seconds=300, tps_per_inference_unit=TRUE_TPS, latency_seconds=0.4),
         processor_log=io.StringIO(),
     )
     with EmulatedPipeline(config, options) as pipeline:
-        pipeline.upload(_uploads(240, "first"))
+        pipeline.upload(_uploads(600, "first"))  # 150 s at 4 units: whole minutes to measure
         first = pipeline.run()
-        pipeline.upload(_uploads(600, "second"))
+        pipeline.upload(_uploads(120, "second"))
         second = pipeline.run()
     return first, second
 
@@ -43,8 +43,8 @@ def two_runs():
 def test_the_first_run_sizes_the_units_from_the_backlog_and_the_configured_guess(two_runs):
     first, _ = two_runs
     [record] = [item["record"] for item in first["runRecords"]]
-    assert record["outcome"] == "SUCCEEDED" and first["resultsWritten"] == 240
-    # 240 images in 1 minute at the guessed 1 call/s per unit: 4 units, the most allowed.
+    assert record["outcome"] == "SUCCEEDED" and first["resultsWritten"] == 600
+    # 600 images in 1 minute at the guessed 0.25 calls/s per unit: 40 units; 4, the most allowed.
     assert record["unitsChosen"]["units"] == 4 and record["inferenceUnits"] == 4
     assert "modelTpsPerInferenceUnit" in record["unitsChosen"]["why"]
     assert first["model"]["inferenceUnits"] == 4
@@ -56,7 +56,7 @@ def test_the_run_record_measures_what_the_model_did(two_runs):
     first, _ = two_runs
     [record] = [item["record"] for item in first["runRecords"]]
     model = record["model"]
-    assert model["acceptedCalls"] == first["model"]["calls"]["Labeled"] == 240
+    assert model["acceptedCalls"] == first["model"]["calls"]["Labeled"] == 600
     assert model["throttledCalls"] == first["model"]["calls"]["Throttled"] > 0
     # The emulated model's median call is 0.4 s, with a tail.
     assert model["callSecondsP50"] == pytest.approx(0.4, rel=0.15)
@@ -76,7 +76,7 @@ def test_the_next_run_sizes_the_units_from_the_measured_capacity(two_runs):
     first, second = two_runs
     measured = first["runRecords"][0]["record"]["model"]["acceptedPerSecondPerUnit"]
     record = second["runRecords"][-1]["record"]  # the first run's is still there
-    assert record["outcome"] == "SUCCEEDED" and second["resultsWritten"] == 840
-    expected = max(1, min(4, math.ceil(600 / (measured * 60))))
+    assert record["outcome"] == "SUCCEEDED" and second["resultsWritten"] == 720
+    expected = max(1, min(4, math.ceil(120 / (measured * 60))))
     assert record["unitsChosen"]["units"] == record["inferenceUnits"] == expected < 4
     assert "measured by an earlier run" in record["unitsChosen"]["why"]

@@ -329,8 +329,8 @@ def test_the_record_measures_the_model_calls_latency_capacity_units_and_processo
     with contextlib.ExitStack() as stack:
         for patch in emulated_metrics.patches():  # CloudWatch's percentiles, which moto lacks
             stack.enter_context(patch)
-        for minute in (11, 12, 13):
-            aws.metric("ModelCallsAccepted", 300, minute)
+        for minute in (10, 11, 12, 13, 14):  # the drain begins and ends within minutes 10 and 14
+            aws.metric("ModelCallsAccepted", 300 if 10 < minute < 14 else 20, minute)
             aws.metric("ModelCallsThrottled", 30 if minute < 13 else 0, minute)
         aws.metric("ModelCallsThrottled", 500, 40)  # after this run
         for seconds in (0.3, 0.4, 0.5, 0.6, 2.0):
@@ -342,10 +342,11 @@ def test_the_record_measures_the_model_calls_latency_capacity_units_and_processo
         record = app.lambda_handler(success_event(), CONTEXT)
 
     model = record["model"]
-    assert (model["acceptedCalls"], model["throttledCalls"]) == (900, 60)
-    assert model["throttledShare"] == round(60 / 960, 3)
+    assert (model["acceptedCalls"], model["throttledCalls"]) == (940, 90)
+    assert model["throttledShare"] == round(90 / 1030, 3)
     assert (model["callSecondsP50"], model["callSecondsP95"]) == (0.5, 2.0)
-    # Minutes 11 and 12 were full: 600 calls over two minutes of two units.
+    # Whole minutes 11 and 12 were full (minute 10, partial, does not count): 600 calls over two
+    # minutes of two units.
     assert model["saturatedMinutes"] == 2 and not model["capacityIsLowerBound"]
     assert model["acceptedPerSecondPerUnit"] == round(600 / (60 * 4), 3)
     assert model["mostUnitsInService"] == 2

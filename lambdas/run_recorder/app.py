@@ -252,11 +252,13 @@ def measure_model(window: tuple[datetime, datetime] | None, units: int) -> dict[
     series = _series(queries, start, end)
     accepted, throttled, in_service = series["accepted"], series["throttled"], series["units"]
     total_accepted, total_throttled = round(sum(accepted.values())), round(sum(throttled.values()))
+    # Whole minutes only: the drain starts and ends within its first and last minute.
+    active = sorted(minute for minute, count in accepted.items() if count)
     full = [
         minute
-        for minute, count in accepted.items()
-        if count
-        and throttled.get(minute, 0) / (count + throttled.get(minute, 0)) >= SATURATED_THROTTLED_SHARE
+        for minute in active[1:-1]
+        if throttled.get(minute, 0) / (accepted[minute] + throttled.get(minute, 0))
+        >= SATURATED_THROTTLED_SHARE
     ]
     unit_minutes = sum(in_service.get(minute) or units for minute in full)
     per_unit = sum(accepted[m] for m in full) / (60 * unit_minutes) if unit_minutes else None
@@ -271,8 +273,8 @@ def measure_model(window: tuple[datetime, datetime] | None, units: int) -> dict[
         else None,
         "callSecondsP50": _rounded(next(iter(series["p50"].values()), None)),
         "callSecondsP95": _rounded(next(iter(series["p95"].values()), None)),
-        # Measured in the minutes the model was full; a lower bound (the busiest minute's rate)
-        # when it never was, and then not remembered for the next run.
+        # Measured in the whole minutes the model was full; a lower bound (the busiest minute's
+        # rate) when there were none, and then not remembered for the next run.
         "saturatedMinutes": len(full),
         "acceptedPerSecondPerUnit": _rounded(per_unit)
         if per_unit is not None
