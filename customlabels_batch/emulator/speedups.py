@@ -15,6 +15,10 @@ what every request pays is what an image costs (`python -m customlabels_batch.be
   length, uniformly random as before).
 - botocore's User-Agent header: each component is sanitised character by character on every request;
   a component (a tuple of strings) always gives the same text, so it is memoised.
+- moto's Step Functions interpreter creates a new boto3 client (tens of milliseconds) for every task
+  it runs; one client per Region and service, created as moto creates it, serves every task of the
+  emulation (botocore clients are thread-safe; a task with credentials of its own still gets its
+  own client).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from unittest import mock
 
 
 def patches() -> list[Any]:
-    return [*_moto_names(), *_moto_random(), *_botocore_user_agent()]
+    return [*_moto_names(), *_moto_random(), *_botocore_user_agent(), *_step_functions_clients()]
 
 
 def _moto_names() -> list[Any]:
@@ -80,6 +84,39 @@ def _botocore_user_agent() -> list[Any]:
     return [
         mock.patch.object(
             UserAgentComponent, "to_string", functools.lru_cache(maxsize=4096)(UserAgentComponent.to_string)
+        )
+    ]
+
+
+def _step_functions_clients() -> list[Any]:
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_aws_sdk,
+        state_task_service_dynamodb,
+        state_task_service_sns,
+        state_task_service_sqs,
+    )
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+    clients: dict[tuple[str, str], Any] = {}
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        if state_credentials is not None:
+            return original(region, service, state_credentials)
+        if (region, service) not in clients:
+            clients[(region, service)] = original(region, service)
+        return clients[(region, service)]
+
+    return [
+        mock.patch.object(module, "boto_client_for", boto_client_for)
+        for module in (
+            boto_client,
+            lambda_eval_utils,
+            state_task_service_aws_sdk,
+            state_task_service_dynamodb,
+            state_task_service_sns,
+            state_task_service_sqs,
         )
     ]
 
