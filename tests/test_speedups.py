@@ -145,3 +145,27 @@ def test_direct_put_metric_data_stores_what_the_request_would():
     direct = _metric_data(MotoCloudWatch)
     assert direct == _metric_data(lambda region: boto3.client("cloudwatch", region_name=region))
     assert direct == [[2.0], [3.0]]
+
+
+def test_pipeline_keys_are_what_list_objects_v2_pages():
+    from types import SimpleNamespace
+
+    from customlabels_batch.emulator.pipeline import EmulatedPipeline
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="keys-bucket")
+        names = ["results/a b.jpg.json", "results/ü/+%.json", "results/x/", "resultsx.json", "errors/e.json"]
+        for i in range(1100):
+            names.append(f"results/{i:05d}.jpg.json")
+        for name in names:
+            s3.put_object(Bucket="keys-bucket", Key=name, Body=b"{}")
+        s3.delete_object(Bucket="keys-bucket", Key="results/00007.jpg.json")
+        listed = {
+            item["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket="keys-bucket", Prefix="results/")
+            for item in page.get("Contents", [])
+        }
+        direct = EmulatedPipeline.keys(SimpleNamespace(bucket="keys-bucket"), "results/")
+    assert direct == listed
+    assert len(direct) == 1102
