@@ -93,6 +93,19 @@ def test_moto_still_needs_the_step_functions_fixes(tmp_path, monkeypatch):
             "Queue.delete_message",
             lambda source: "for message in self._messages" in source,
         ),
+        # The counts read the time once per message; the fast counts repeat these two tests.
+        ("Message.visible", lambda source: "current_time > self.visible_at" in source),
+        ("Message.delayed", lambda source: "current_time < self.delayed_until" in source),
+        # A receive lists every visible message before it takes a batch of them.
+        ("SQSBackend.receive_message", lambda source: "for message in queue.messages:" in source),
+        # The attributes are built anew on every read, each name converted again...
+        ("Queue.attributes", lambda source: "camelcase_to_underscores(attribute)" in source),
+        # ...and read three times per name asked for, once per received message for its retention.
+        ("SQSBackend.get_queue_attributes", lambda source: source.count("queue.attributes") >= 3),
+        (
+            "SQSBackend.is_message_valid_based_on_retention_period",
+            lambda source: "self.get_queue_attributes(" in source,
+        ),
     ],
 )
 def test_moto_sqs_still_has_what_the_fixes_work_around(function, still):

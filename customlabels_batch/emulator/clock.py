@@ -33,6 +33,8 @@ class VirtualClock:
             raise ValueError("time_scale must be > 0 (emulated seconds per wall second)")
         self.time_scale = time_scale
         self.epoch = epoch or _dt.datetime.now(_dt.UTC).replace(microsecond=0)
+        # SQS reads the time for every message it looks at: the epoch's timestamp once, not each time.
+        self._epoch_seconds = self.epoch.timestamp()
         self._now = 0.0
         self._cond = threading.Condition()
         self._actors: set[int] = set()
@@ -56,7 +58,7 @@ class VirtualClock:
         return self.epoch + _dt.timedelta(seconds=self._now)
 
     def epoch_seconds(self) -> float:
-        return self.epoch.timestamp() + self._now
+        return self._epoch_seconds + self._now
 
     # ---- actors ------------------------------------------------------------------------------
     def new_actor(self) -> int:

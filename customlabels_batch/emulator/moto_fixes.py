@@ -14,7 +14,9 @@
   whose thread the stop raced) replace the stop, so the execution ends FAILED; AWS ends it ABORTED.
 - SQS: moto's queues are not thread-safe (concurrent receives fail with "Set changed size during
   iteration"); send/receive build all three message counts by scanning every message, and delete
-  scans every receipt handle: quadratic over a drain of thousands.
+  scans every receipt handle: quadratic over a drain of thousands. A receive also lists every visible
+  message before it takes the first few, and builds every queue attribute three times per received
+  message (for its retention period) and per attribute GetQueueAttributes names.
 """
 
 from __future__ import annotations
@@ -162,25 +164,83 @@ def _sqs() -> list[Any]:
     # send_message and receive_message read queue.attributes only for ContentBasedDeduplication and
     # MessageRetentionPeriod, yet that builds the three counts by scanning every message.
     skip_counts = threading.local()
-    for count in (
-        "approximate_number_of_messages",
-        "approximate_number_of_messages_not_visible",
-        "approximate_number_of_messages_delayed",
-    ):
-        original_count = getattr(sqs_models.Queue, count)
 
-        def counted(self, _original=original_count):
-            return 0 if getattr(skip_counts, "active", False) else _original.fget(self)
+    # Otherwise each count is moto's own test (Message.visible: now > visible_at; Message.delayed:
+    # now < delayed_until), with the time read once per count instead of once per message: every
+    # poll of a run counts the whole queue three times.
+    def visible_undelayed(messages, now):
+        return sum(1 for m in messages if now > m.visible_at and not now < m.delayed_until)
+
+    def not_visible(messages, now):
+        return sum(1 for m in messages if not now > m.visible_at)
+
+    def delayed(messages, now):
+        return sum(1 for m in messages if now < m.delayed_until)
+
+    for count, fast in (
+        ("approximate_number_of_messages", visible_undelayed),
+        ("approximate_number_of_messages_not_visible", not_visible),
+        ("approximate_number_of_messages_delayed", delayed),
+    ):
+
+        def counted(self, _fast=fast):
+            if getattr(skip_counts, "active", False):
+                return 0
+            return _fast(self._messages, sqs_models.unix_time_millis())
 
         result.append(mock.patch.object(sqs_models.Queue, count, property(counted)))
 
-    def without_counts(method):
+    # Queue.attributes builds every attribute on each read, and moto reads it three times per name in
+    # GetQueueAttributes (and so per received message, for its retention period): within one backend
+    # call nothing else touches the queue (SQS_LOCK), so one build per queue and call gives the same
+    # answer.
+    built = threading.local()
+    original_attributes = sqs_models.Queue.attributes.fget
+
+    def attributes(self):
+        memo = getattr(built, "memo", None)
+        if memo is None:
+            return original_attributes(self)
+        if id(self) not in memo:
+            memo[id(self)] = original_attributes(self)
+        return memo[id(self)]
+
+    result.append(mock.patch.object(sqs_models.Queue, "attributes", property(attributes)))
+
+    def attributes_built_once(method):
+        def wrapper(self, *args, **kwargs):
+            if getattr(built, "memo", None) is not None:  # already inside a backend call
+                return method(self, *args, **kwargs)
+            built.memo = {}
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                built.memo = None
+
+        return wrapper
+
+    # A receive walks `queue.messages`, the list of every visible message, and stops after the batch:
+    # during a receive the same walk, lazily, stops at the same message (nothing else changes the
+    # queue meanwhile, and emulated time stands still while the receiving actor runs).
+    lazy_messages = threading.local()
+    original_messages = sqs_models.Queue.messages.fget
+
+    def messages(self):
+        if getattr(lazy_messages, "active", False):
+            return (m for m in self._messages if m.visible and not m.delayed)
+        return original_messages(self)
+
+    result.append(mock.patch.object(sqs_models.Queue, "messages", property(messages)))
+
+    def without_counts(method, *, lazy=False):
         def wrapper(self, *args, **kwargs):
             skip_counts.active = True
+            lazy_messages.active = lazy
             try:
                 return method(self, *args, **kwargs)
             finally:
                 skip_counts.active = False
+                lazy_messages.active = False
 
         return wrapper
 
@@ -212,7 +272,7 @@ def _sqs() -> list[Any]:
     ]
     backend = sqs_models.SQSBackend
     wrapped = {
-        name: serialised(getattr(backend, name))
+        name: serialised(attributes_built_once(getattr(backend, name)))
         for name in (
             "get_queue_attributes",
             "send_message_batch",
@@ -223,7 +283,9 @@ def _sqs() -> list[Any]:
             "purge_queue",
         )
     }
-    wrapped["send_message"] = serialised(without_counts(backend.send_message))
-    wrapped["receive_message"] = serialised(without_counts(backend.receive_message))
+    wrapped["send_message"] = serialised(attributes_built_once(without_counts(backend.send_message)))
+    wrapped["receive_message"] = serialised(
+        attributes_built_once(without_counts(backend.receive_message, lazy=True))
+    )
     result += [mock.patch.object(backend, name, method) for name, method in wrapped.items()]
     return result

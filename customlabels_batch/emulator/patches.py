@@ -1,6 +1,7 @@
 """Applies the emulation's changes to moto for the duration of one emulation, and takes them back
 after: upstreamable fixes (moto_fixes), the clock (virtual_time), emulated services (services), AWS's
-stricter control plane (control_plane), S3's asynchronous Lambda invocations (async_invoke)."""
+stricter control plane (control_plane), S3's asynchronous Lambda invocations (async_invoke), and
+moto's and botocore's per-request bookkeeping done once (speedups)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import moto
 
-from . import async_invoke, control_plane, data_plane, metrics, moto_fixes, services, virtual_time
+from . import async_invoke, control_plane, data_plane, metrics, moto_fixes, services, speedups, virtual_time
 from .state import Emulation
 
 SUPPORTED_MOTO = "5.2.5"
@@ -36,6 +37,7 @@ def applied(emulation: Emulation) -> Iterator[None]:
                 *data_plane.patches(emulation),
                 *async_invoke.patches(emulation),
                 *metrics.patches(),
+                *speedups.patches(),
             ):
                 stack.enter_context(patch)
             yield

@@ -666,11 +666,15 @@ class EmulatedPipeline:
 
     # ---- what happened -------------------------------------------------------------------
     def keys(self, prefix: str) -> set[str]:
-        paginator = self.s3.get_paginator("list_objects_v2")
+        """Every key under prefix, as ListObjectsV2 would page them, read from moto's store: each page
+        of moto's listing scans and sorts the whole bucket, quadratic over a run's results."""
+        from moto.s3.models import FakeDeleteMarker, s3_backends
+
+        bucket = s3_backends[ACCOUNT]["aws"].get_bucket(self.bucket)
         return {
-            item["Key"]
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
-            for item in page.get("Contents", [])
+            name
+            for name, key in bucket.keys.items()
+            if name.startswith(prefix) and not isinstance(key, FakeDeleteMarker)
         }
 
     def objects(self, prefix: str) -> dict[str, bytes]:
@@ -755,9 +759,9 @@ class EmulatedPipeline:
         config = self.config
         results = self.keys(config.results_prefix)
         errors = self.keys(config.errors_prefix)
-        queued = self.queued_keys(self.queue_url)
-        dead = self.queued_keys(self.dlq_url)
-        never_triaged = self.queued_keys(self.triage_failures_url)
+        queued = set(self.queued_keys(self.queue_url))
+        dead = set(self.queued_keys(self.dlq_url))
+        never_triaged = set(self.queued_keys(self.triage_failures_url))
         accounted = {}
         for key in self.uploaded:
             relative = key[len(config.input_prefix) :]
