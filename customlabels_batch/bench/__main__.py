@@ -445,10 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="one tiny scenario (what `make test` runs)")
     parser.add_argument(
         "--suite",
-        choices=("all", "costs", "capacity"),
+        choices=("all", "costs", "capacity", "matrix"),
         default="all",
         help="costs: billed time per batch against the reference (the README's first table); capacity: "
-        "models of every speed, a large backlog, auto-scaling (the capacity matrix)",
+        "models of every speed, a large backlog, auto-scaling; matrix: the capacity matrix alone",
     )
     parser.add_argument(
         "--full-size", action="store_true", help="the large backlog at 100,000 images (about an hour more)"
@@ -471,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         else [
             *(SCENARIOS if args.suite in ("all", "costs") else []),
             *([*CAPACITY, large_backlog(args.full_size)] if args.suite in ("all", "capacity") else []),
+            *([s for s in CAPACITY if s.images == 2000] if args.suite == "matrix" else []),
         ]
     )
     rows = _run_all(scenarios, args.jobs, args.mapping_transition_seconds)
