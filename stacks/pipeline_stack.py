@@ -28,7 +28,9 @@ class PipelineStack(Stack):
         ingest = Ingest(self, "Ingest", config=config)
         run_state = RunState(self, "RunState")
         processor = Processor(self, "Processor", config=config, ingest=ingest, run_state=run_state)
-        triage = Triage(self, "Triage", config=config, ingest=ingest, processor=processor)
+        triage = Triage(
+            self, "Triage", config=config, ingest=ingest, processor=processor, run_state=run_state
+        )
         run_recorder = RunRecorder(self, "RunRecorder", config=config, ingest=ingest, processor=processor)
         notifications = Notifications(self, "Notifications", config=config)
         orchestration = Orchestration(
