@@ -152,6 +152,14 @@ class Monitoring(Construct):
                 ],
             ),
             _graph("Labels found", [processor_metric("LabelsFound", "Labels found")]),
+            # Upload to result per image: what a schedule and a latency budget trade against cost.
+            _graph(
+                "Time to result (s)",
+                [
+                    processor_metric("TimeToResultSeconds", label).with_(statistic=stat)
+                    for stat, label in (("p50", "p50"), ("p95", "p95"), (cw.Stats.MAXIMUM, "Longest"))
+                ],
+            ),
         )
         self.dashboard.add_widgets(
             _graph(

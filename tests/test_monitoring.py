@@ -149,6 +149,7 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
             (NAMESPACE, "CrashedMessages", SERVICE),
         ],
         "Labels found": [(NAMESPACE, "LabelsFound", SERVICE)],
+        "Time to result (s)": [(NAMESPACE, "TimeToResultSeconds", SERVICE)] * 3,
         "Uploads triaged": [
             (NAMESPACE, "ImagesQueued", TRIAGE),
             (NAMESPACE, "ErrorRecords", TRIAGE),
@@ -180,6 +181,7 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
     stats = {title: {line[3] for line in graphed(w)} for title, w in graphs.items()}
     assert stats["Queue depth"] == {"Maximum"}
     assert stats["Images labeled and error records"] == stats["Labels found"] == {"Sum"}
+    assert stats["Time to result (s)"] == {"p50", "p95", "Maximum"}
     assert stats["Processor errors and throttles"] == {"Sum"}
     assert stats["Uploads triaged"] == stats["Triage errors and throttles (retried by Lambda)"] == {"Sum"}
     assert stats["State machine executions by outcome"] == {"Sum"}
@@ -414,6 +416,7 @@ def test_error_records_alarm_fires_above_the_hourly_threshold_of_triage_and_proc
                 "PipelineMisconfigured",
                 "NotAttempted",
                 "CrashedMessages",
+                "TimeToResultSeconds",
             },
         ),
         ("triage", TRIAGE, {"ImagesQueued", "ErrorRecords", "UploadsSkipped", "WaitClockNotStarted"}),

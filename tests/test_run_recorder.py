@@ -3,6 +3,7 @@ takes from CloudWatch and SQS (moto), and what happens when a count or the write
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from customlabels_batch.emulator import moto_fixes
 from customlabels_batch.emulator.event_source_mapping import LambdaContext
 from customlabels_batch.emulator.functions import RUN_RECORDER, load_handler, read_settings
 from customlabels_batch.emulator.metrics import put_emf_blob
@@ -206,6 +208,20 @@ class Aws:
             ],
         )
 
+    def waits(self, seconds: list[float], minutes: float) -> None:
+        self.cloudwatch.put_metric_data(
+            Namespace=PROCESSOR_METRICS_NAMESPACE,
+            MetricData=[
+                {
+                    "MetricName": "TimeToResultSeconds",
+                    "Dimensions": SERVICE,
+                    "Values": seconds,
+                    "Unit": "Seconds",
+                    "Timestamp": STARTED + timedelta(minutes=minutes),
+                }
+            ],
+        )
+
     def record(self, key: str) -> dict[str, Any]:
         return json.loads(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
@@ -220,7 +236,9 @@ def aws(monkeypatch: pytest.MonkeyPatch):
     }.items():
         monkeypatch.setenv(name, value)
     CACHED_CLIENTS.cache_clear()
-    with mock_aws():
+    with mock_aws(), contextlib.ExitStack() as fixes:
+        for patch in moto_fixes._cloudwatch_percentiles():  # moto answers no percentile (moto_fixes)
+            fixes.enter_context(patch)
         resources = Aws()
         environment = recorder_environment(resources.queue_url, resources.dlq_url)
         monkeypatch.setattr(app, "SETTINGS", read_settings(environment))
@@ -271,13 +289,17 @@ def test_a_count_that_fails_leaves_that_field_null_and_says_why(aws, monkeypatch
         def get_paginator(self, name):
             raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetMetricData")
 
+        def get_metric_data(self, **_):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetMetricData")
+
     monkeypatch.setattr(
         app, "client", lambda service: BrokenCloudWatch() if service == "cloudwatch" else real_client(service)
     )
     record = app.lambda_handler(success_event(), CONTEXT)
     assert record["imagesLabeled"] is None and record["errorRecords"] is None
     assert record["messagesLeftInQueue"] == 0  # the other counts still stand
-    assert len(record["problems"]) == 1 and "AccessDenied" in record["problems"][0]
+    assert record["timeToResult"] is None
+    assert len(record["problems"]) == 2 and all("AccessDenied" in p for p in record["problems"])
     assert record["estimatedCostUsd"] == 1.0
 
 
@@ -302,3 +324,23 @@ def test_emulated_emf_extraction_gives_the_counts_powertools_emitted(aws):
 
     counts = app.count_processor_metrics(STARTED, STARTED + timedelta(minutes=20))
     assert counts == {"imagesLabeled": 4, "errorRecords": 0, "labelsFound": 7}
+
+
+def test_the_record_reports_how_long_the_runs_images_waited_from_upload_to_result(aws):
+    # 20 images labeled in the run, waiting 61 s to 1,200 s; others before and after the run.
+    aws.waits([60.0 * n + 1 for n in range(1, 11)], 12)
+    aws.waits([60.0 * n for n in range(11, 21)], 20)
+    aws.waits([9999.0], -30)
+    aws.waits([9999.0], 40)
+    record = app.lambda_handler(success_event(), CONTEXT)
+    # Nearest rank: the 10th and 19th of the 20 waits.
+    assert record["timeToResult"] == {
+        "images": 20,
+        "p50Seconds": 601.0,
+        "p95Seconds": 1140.0,
+        "maxSeconds": 1200.0,
+    }
+
+
+def test_a_run_that_labeled_nothing_reports_no_time_to_result(aws):
+    assert app.lambda_handler(success_event(), CONTEXT)["timeToResult"] is None

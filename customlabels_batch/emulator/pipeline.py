@@ -21,6 +21,7 @@ from urllib.parse import unquote_plus
 import boto3
 from moto import mock_aws
 
+from customlabels_batch import waits
 from customlabels_batch.lambdas import images
 from customlabels_batch.settings import (
     CLEANUP_INPUT_PREFIX,
@@ -843,6 +844,10 @@ class EmulatedPipeline:
                 accounted[key] = "triage-failure-queue"
             elif key.endswith("/"):
                 accounted[key] = "skipped-folder-marker"
+        result_documents = self.objects(config.results_prefix)
+        time_to_result = waits.summary(
+            waits.of_result(json.loads(body)) for body in result_documents.values()
+        )
         running_seconds = self.model.running_seconds()
         units = max(self.model.inference_units, config.min_inference_units)
         billed_minutes = running_seconds * units / 60
@@ -853,6 +858,8 @@ class EmulatedPipeline:
             "errorRecords": len(errors),
             "imagesByOutcome": _count(accounted.values()),
             "lostImages": sorted(set(self.uploaded) - accounted.keys()),
+            # Upload (the S3 event's time) to result, over every result in the bucket.
+            "timeToResult": time_to_result,
             "queue": self.queue_counts(),
             "deadLetterQueue": self.queue_counts(self.dlq_url),
             "executions": executions,

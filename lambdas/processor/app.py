@@ -428,6 +428,10 @@ def _process_image(image: ImageRef, message_id: str) -> None:
     _put_json(SETTINGS.bucket, result_key, result)
     metrics.add_metric(name="ImagesLabeled", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="LabelsFound", unit=MetricUnit.Count, value=len(labels))
+    # Upload to result, for the run record's percentiles (the upload's time comes with the event).
+    waited = images.seconds_between(image.uploaded_at, result["labeledAt"])
+    if waited is not None:
+        metrics.add_metric(name="TimeToResultSeconds", unit=MetricUnit.Seconds, value=waited)
     logger.info("Labeled image", key=image.key, resultKey=result_key, labelCount=len(labels))
 
 
