@@ -70,6 +70,10 @@ class PipelineStack(Stack):
             "ProcessorFunctionName": processor.function.function_name,
             "ProjectVersionArn": config.project_version_arn,
         }
+        # The CLI's pause, resume and status find the schedules by name (in the default group).
+        outputs["BatchScheduleName"] = orchestration.schedules["batch"].schedule_name
+        if "check" in orchestration.schedules:
+            outputs["LatencyCheckScheduleName"] = orchestration.schedules["check"].schedule_name
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
 

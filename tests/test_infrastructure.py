@@ -73,6 +73,7 @@ EXPECTED_OUTPUTS = {
     "ProcessorFunctionName",
     "ProjectVersionArn",
     "RunStateTableName",
+    "BatchScheduleName",
 }
 
 
