@@ -1088,11 +1088,17 @@ def test_every_acknowledgement_hides_a_real_finding(tmp_path, monkeypatch):
     )
 
 
-def test_cfn_lint_reports_no_errors(synth, tmp_path):
+def test_a_stack_with_a_latency_budget_has_no_unacknowledged_findings_either(budget):
+    assert budget.validation_error is None, budget.validation_error
+    assert budget.violations() == []
+
+
+@pytest.mark.parametrize("synthesis", ["synth", "budget"])
+def test_cfn_lint_reports_no_errors(synthesis, request, tmp_path):
     from cfnlint.api import ManualArgs, lint_file
 
     template_file = tmp_path / "template.json"
-    template_file.write_text(json.dumps(synth.template))
+    template_file.write_text(json.dumps(request.getfixturevalue(synthesis).template))
     matches = lint_file(template_file, config=ManualArgs(regions=[REGION]))
     errors = [f"{m.rule.id}: {m.message}" for m in matches if m.rule.id.startswith("E")]
     assert errors == []
