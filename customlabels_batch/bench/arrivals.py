@@ -25,7 +25,7 @@ import platform
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,10 +184,21 @@ def _minutes(seconds: float | None) -> float | None:
 def _run_all(items: list[Scenario], jobs: int) -> list[dict]:
     # Most images first, so the long runs overlap with the many short ones.
     ordered = sorted(items, key=lambda s: -s.images)
-    if jobs <= 1:
-        return [run_one(s) for s in ordered]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(run_one, ordered))
+    rows = []
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(run_one, s) for s in ordered]
+        for future in as_completed(futures):
+            row = future.result()
+            rows.append(row)
+            # Progress as it comes: a whole run takes minutes.
+            print(
+                f"  [{len(rows)}/{len(ordered)}] {row['rate']:,}/h {row['policy']}: "
+                f"{row['iuMinutesPerDay']} IU-min/day, p95 {row['p95Minutes']} min "
+                f"({row['wallSeconds']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return rows
 
 
 def print_table(rows: list[dict], out) -> None:
