@@ -8,7 +8,7 @@ CDK_CONTEXT ?= -c projectArn=arn:aws:rekognition:us-east-1:123456789012:project/
 	-c projectVersionArn=arn:aws:rekognition:us-east-1:123456789012:project/my-project/version/my-project.v1/1700000000000
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup browser demo test lint format synth deploy bench lock readme clean
+.PHONY: setup browser demo test lint format synth deploy bench bench-arrivals lock readme clean
 
 # The locked packages, then this project itself (editable: the console script runs this checkout).
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -55,6 +55,10 @@ deploy: setup
 bench: $(VENV)/.installed
 	$(PY) -m customlabels_batch.bench $(ARGS)
 
+# Cost per day against time to result for steady arrivals (the README's "Choosing a schedule").
+bench-arrivals: $(VENV)/.installed
+	$(PY) -m customlabels_batch.bench.arrivals $(ARGS)
+
 # Regenerate the lock from pyproject.toml's direct dependencies (pip-tools), keeping existing pins.
 lock: $(VENV)/.installed
 	$(VENV)/bin/pip-compile --quiet --strip-extras --extra deploy --extra dev --no-emit-index-url \
@@ -65,4 +69,4 @@ readme: $(VENV)/.installed
 	$(PY) -m customlabels_batch.settings --write-readme README.md
 
 clean:
-	rm -rf cdk.out demo-output bench-output .pytest_cache .ruff_cache
+	rm -rf cdk.out demo-output bench-output .pytest_cache .ruff_cache bench-arrivals.json

@@ -16,6 +16,8 @@ from typing import Any
 
 from PIL import Image
 
+from customlabels_batch import waits
+
 MAX_EMBEDDED_FILE_BYTES = 2 * 1024 * 1024
 # Past this the page gets slow to open; later images show a placeholder instead.
 MAX_EMBEDDED_TOTAL_BYTES = 32 * 1024 * 1024
@@ -45,6 +47,7 @@ h2{font-size:16px;margin:24px 24px 8px}
 .box.top.right .tag{right:0}
 .labels{margin:8px 0 0;padding-left:18px}
 .none,.note{color:#777;font-style:italic;margin:8px 0 0}
+.waited{color:#555;font-size:12px;margin:6px 0 0}
 .code{font-family:ui-monospace,monospace;color:#c0392b;font-weight:600}
 .thumb{max-width:120px;max-height:120px;float:right;margin-left:8px;image-rendering:auto}
 """
@@ -183,6 +186,7 @@ def _headline(report: Any, label_counts: Counter) -> str:
         ("Model at end", model.get("finalStatus")),
         ("Mapping at end", mapping.get("finalState")),
         ("Emulated duration", _duration(durations.get("emulatedSeconds"))),
+        ("Time to result", waits.describe(report.get("timeToResult"))),
     ]
     headline = stats_headline(stats, label_counts)
     if lost:
@@ -223,6 +227,9 @@ def _result_card(relative: str, doc: Any, data: bytes | None, budget: _Budget) -
         listing = f'<ul class="labels">{items}</ul>'
     else:
         listing = '<p class="none">no labels found</p>'
+    waited = waits.of_result(doc)
+    if waited is not None:
+        listing += f'<p class="waited">waited {_esc(_duration(waited))} from upload to result</p>'
     return _card(relative, picture + listing)
 
 

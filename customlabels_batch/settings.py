@@ -22,6 +22,8 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel, to_pascal
 
+from customlabels_batch import schedules
+
 STATE_MACHINE_ASL = Path(str(resources.files("customlabels_batch.statemachine") / "batch_run.asl.json"))
 # The environment variable the Lambda functions read their settings from (lambdas/settings.py).
 FUNCTION_SETTINGS_VARIABLE = "PIPELINE_SETTINGS"
@@ -282,13 +284,59 @@ class Settings(BaseModel):
         le=900,
     )
     schedule: str = setting(
-        "EventBridge schedule expression",
+        "EventBridge Scheduler expression: `rate(...)`, or `cron(...)` with six fields (minutes hours "
+        "day-of-month month day-of-week year) in `scheduleTimezone`",
         Use.STACK,
+        Use.CLI,
         default="rate(1 hour)",
         pattern=_SCHEDULE,
         form="rate(...) or cron(...)",
     )
-    schedule_enabled: bool = setting("`false` leaves only manual runs", Use.STACK, default=True)
+    schedule_timezone: str = setting(
+        "IANA time zone the cron schedule runs in (Scheduler follows its daylight saving time: a time "
+        "skipped in spring does not fire, a time repeated in autumn fires once)",
+        Use.STACK,
+        Use.CLI,
+        default="UTC",
+    )
+    schedule_flexible_window_minutes: int | None = setting(
+        "let Scheduler start each scheduled run up to this many minutes late, to spread load (unset: on "
+        "time)",
+        Use.STACK,
+        default=None,
+        ge=1,
+        le=1440,
+    )
+    schedule_enabled: bool = setting(
+        "`false` deploys the schedules turned off (only manual runs; `customlabels-batch resume` turns "
+        "them on)",
+        Use.STACK,
+        default=True,
+    )
+    max_wait_minutes: int | None = setting(
+        "latency budget: start a run as soon as the oldest queued image has waited this long, between "
+        "scheduled runs (unset: only the schedule starts runs)",
+        Use.STACK,
+        Use.STATE_MACHINE,
+        Use.TRIAGE,
+        default=None,
+        ge=1,
+    )
+    start_at_backlog: int | None = setting(
+        "latency budget: start a run as soon as this many images are queued (unset: no backlog rule)",
+        Use.STACK,
+        Use.STATE_MACHINE,
+        default=None,
+        ge=1,
+    )
+    latency_check_minutes: int = setting(
+        "how often the latency budget is checked (a check that finds no rule met costs a few state "
+        "transitions; deployed only when `maxWaitMinutes` or `startAtBacklog` is set)",
+        Use.STACK,
+        default=5,
+        ge=1,
+        le=60,
+    )
     notification_email: str | None = setting(
         "subscribe this address to the topic (confirm the e-mail AWS sends)",
         Use.STACK,
@@ -341,6 +389,17 @@ class Settings(BaseModel):
             key = to_camel(info.field_name)
             raise ValueError(f"expected an ARN like {_EXAMPLES[key]}")
         return value
+
+    @field_validator("schedule_timezone", mode="after")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        schedules.zone(value)  # a ScheduleError is a ValueError: pydantic reports it for the key
+        return value
+
+    @property
+    def latency_budget(self) -> bool:
+        """Whether a rule besides the schedule can start a run (the check schedule is deployed)."""
+        return self.max_wait_minutes is not None or self.start_at_backlog is not None
 
     def model_post_init(self, _context: Any) -> None:
         problems = [message for rule in CROSS_RULES.values() if (message := rule(self))]
@@ -536,10 +595,20 @@ def _drain_limit_covers_a_poll(s: Settings) -> str | None:
     return None
 
 
-def _rate_grammar(s: Settings) -> str | None:
-    rate = re.match(r"^rate\((\d+) (minute|hour|day)(s?)\)$", s.schedule)
-    if rate and (rate[1] == "1") == bool(rate[3]):
-        return f"schedule {s.schedule!r}: write 'rate(1 hour)' or 'rate(2 hours)'"
+def _schedule_evaluates(s: Settings) -> str | None:
+    try:
+        schedules.validate(s.schedule, s.schedule_timezone)
+    except schedules.ScheduleError as error:
+        return str(error)
+    return None
+
+
+def _check_within_budget(s: Settings) -> str | None:
+    if s.max_wait_minutes is not None and s.max_wait_minutes < s.latency_check_minutes:
+        return (
+            f"maxWaitMinutes ({s.max_wait_minutes}) must be at least latencyCheckMinutes "
+            f"({s.latency_check_minutes}): a check can only start a run once the wait has passed"
+        )
     return None
 
 
@@ -591,7 +660,8 @@ CROSS_RULES: dict[str, Callable[[Settings], str | None]] = {
     "drain target has units to choose": _drain_target_has_units_to_choose,
     "start timeout covers a poll": _start_timeout_covers_a_poll,
     "drain limit covers a poll": _drain_limit_covers_a_poll,
-    "rate grammar": _rate_grammar,
+    "schedule evaluates": _schedule_evaluates,
+    "check within budget": _check_within_budget,
     "alarm outlasts a healthy run": _alarm_outlasts_a_healthy_run,
     "history fits": _history_fits,
 }
@@ -603,6 +673,9 @@ def _state_machine_derived(s: Settings) -> dict[str, Any]:
         "ModelVersionName": s.version_name,
         "MaxInferenceUnits": s.max_inference_units or 0,
         "TargetDrainMinutes": s.target_drain_minutes or 0,
+        # The latency budget's rules; 0 turns a rule off.
+        "MaxWaitMinutes": s.max_wait_minutes or 0,
+        "StartAtBacklog": s.start_at_backlog or 0,
         # Enabling the mapping sizes its concurrency to the units the running model reports (someone
         # may have started it with more); 0 keeps an explicit maxConcurrency as deployed.
         "ConcurrencyPerInferenceUnit": 0 if s.max_concurrency else CONCURRENCY_PER_INFERENCE_UNIT,

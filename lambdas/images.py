@@ -183,6 +183,19 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def seconds_between(earlier: str | None, later: str) -> float | None:
+    """Seconds from one pipeline time (ISO, Z) to another; None when the first is missing or not a
+    time (a message from another producer may carry anything as its eventTime)."""
+    try:
+        start = datetime.fromisoformat(str(earlier).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(later.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if start.tzinfo is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
 def json_body(document: dict[str, Any]) -> bytes:
     """A result or error record as the pipeline stores it (readable, unicode kept)."""
     return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")

@@ -37,12 +37,21 @@ EXECUTION_ALARM_PERIOD = Duration.minutes(5)
 ERROR_RECORDS_ALARM_PERIOD = Duration.hours(1)
 # Metric-math ids (they must start with a lower-case letter) of the executions the alarm counts.
 UNSUCCESSFUL_EXECUTIONS = ("failed", "timedOut", "aborted")
+# EventBridge Scheduler's metrics for invocations no dead-letter queue kept: dropped (retries used up
+# and no DLQ could take them) or refused by the DLQ (its policy, its role). What reached the DLQ is
+# the trigger DLQ alarm's. The stack's schedules are in the default group.
+SCHEDULER_NAMESPACE = "AWS/Scheduler"
+SCHEDULE_GROUP = "default"
+UNKEPT_INVOCATIONS = {
+    "dropped": "InvocationDroppedCount",
+    "notDeadLettered": "InvocationsFailedToBeSentToDeadLetterCount",
+}
 WIDGET_WIDTH = 8
 WIDGET_HEIGHT = 6
 
 
 class Monitoring(Construct):
-    """Dashboard (queues, triage, processor, model, cost, runs) and, unless disabled, seven alarms on the
+    """Dashboard (queues, triage, processor, model, cost, runs) and, unless disabled, eight alarms on the
     topic."""
 
     def __init__(
@@ -143,6 +152,14 @@ class Monitoring(Construct):
                 ],
             ),
             _graph("Labels found", [processor_metric("LabelsFound", "Labels found")]),
+            # Upload to result per image: what a schedule and a latency budget trade against cost.
+            _graph(
+                "Time to result (s)",
+                [
+                    processor_metric("TimeToResultSeconds", label).with_(statistic=stat)
+                    for stat, label in (("p50", "p50"), ("p95", "p95"), (cw.Stats.MAXIMUM, "Longest"))
+                ],
+            ),
         )
         self.dashboard.add_widgets(
             _graph(
@@ -151,6 +168,7 @@ class Monitoring(Construct):
                     triage_metric("ImagesQueued", "Images queued"),
                     self.upload_error_records,
                     triage_metric("UploadsSkipped", "Skipped (folder markers, test events, own output)"),
+                    triage_metric("WaitClockNotStarted", "Wait clock not started (latency budget)"),
                 ],
             ),
             _graph(
@@ -254,14 +272,39 @@ class Monitoring(Construct):
             1,
         )
 
-        # EventBridge puts an event here once it has given up starting the state machine for it.
+        # EventBridge (Scheduler for the schedules, the clean-up rule's target) puts an event here once
+        # it has given up starting the state machine for it.
         self.trigger_dead_letter_alarm = self._at_least(
             "TriggerDlqAlarm",
-            "A scheduled or clean-up run was never started: EventBridge could not start "
-            "the state machine and put the event in the trigger dead-letter queue (its ERROR_CODE and "
-            "RULE_ARN attributes say why and which rule). A missed clean-up may have left the model on: "
-            f"check `{CLI_NAME} status`.",
+            "A scheduled run, latency check or clean-up was never started: EventBridge could not start "
+            "the state machine and put the event in the trigger dead-letter queue (a clean-up's "
+            "ERROR_CODE and RULE_ARN attributes, a schedule's X-Amz-Scheduler-* attributes, say why and "
+            f"which). A missed clean-up may have left the model on: check `{CLI_NAME} status`.",
             self.trigger_dlq_visible,
+            1,
+        )
+
+        # What Scheduler could neither deliver nor dead-letter shows only in its own metrics.
+        self.schedule_delivery_alarm = self._at_least(
+            "ScheduleDeliveryAlarm",
+            "EventBridge Scheduler dropped a scheduled run or latency check without putting it in the "
+            "trigger dead-letter queue (InvocationDroppedCount, InvocationsFailedToBeSentToDeadLetterCount): "
+            "check the schedules' role and the queue.",
+            cw.MathExpression(
+                expression=" + ".join(f"FILL({name}, 0)" for name in UNKEPT_INVOCATIONS),
+                using_metrics={
+                    name: cw.Metric(
+                        namespace=SCHEDULER_NAMESPACE,
+                        metric_name=metric,
+                        dimensions_map={"ScheduleGroup": SCHEDULE_GROUP},
+                        statistic=cw.Stats.SUM,
+                        period=DLQ_ALARM_PERIOD,
+                    )
+                    for name, metric in UNKEPT_INVOCATIONS.items()
+                },
+                label="Scheduled invocations dropped or not dead-lettered",
+                period=DLQ_ALARM_PERIOD,
+            ),
             1,
         )
 
@@ -348,6 +391,7 @@ class Monitoring(Construct):
         alarms = [
             self.dead_letter_alarm,
             self.trigger_dead_letter_alarm,
+            self.schedule_delivery_alarm,
             self.triage_failure_alarm,
             self.oldest_queued_alarm,
             self.model_in_service_alarm,

@@ -1,13 +1,16 @@
-"""Orchestration: the batch-run state machine (from statemachine/batch_run.asl.json), its schedule, the
-rule that cleans up after runs that failed, timed out or were aborted, and the dead-letter queue that
-keeps the events either rule could not deliver."""
+"""Orchestration: the batch-run state machine (from statemachine/batch_run.asl.json), its EventBridge
+Scheduler schedules (the batch schedule in its time zone, and the latency budget's frequent check when
+one is configured), the rule that cleans up after runs that failed, timed out or were aborted, and the
+dead-letter queue that keeps the events none of them could deliver."""
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, TimeZone, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -27,6 +30,12 @@ TRIGGER_DEAD_LETTER_RETENTION = Duration.days(14)
 # model-in-service alarm would notice the model left on.
 TARGET_MAX_EVENT_AGE = Duration.hours(1)
 TARGET_RETRY_ATTEMPTS = 24
+# A latency check that could not start is replaced by the next one within minutes: retry it only
+# until then (Scheduler's minimum event age is one minute).
+CHECK_RETRY_ATTEMPTS = 2
+# The execution input of each trigger (the state machine reads `trigger`).
+SCHEDULE_INPUT = {"trigger": "schedule"}
+CHECK_INPUT = {"trigger": "check"}
 
 
 class Orchestration(Construct):
@@ -117,41 +126,33 @@ class Orchestration(Construct):
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 sid="HoldTheRunLeaseAndReadProgress",
-                actions=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"],
+                # UpdateItem: the latency budget's wait clock (ResetWaitClock).
+                actions=[
+                    "dynamodb:PutItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:UpdateItem",
+                ],
                 resources=[run_state.table.table_arn],
             )
         )
 
-        # Both rules' undeliverable events: a scheduled run that never started, or a clean-up that never
-        # ran (the model may have been left on). Each target adds its rule's aws:SourceArn-scoped
-        # sqs:SendMessage statement to the queue policy.
+        # Every trigger's undeliverable events: a scheduled run or check that never started, or a
+        # clean-up that never ran (the model may have been left on). The clean-up rule's target adds
+        # its aws:SourceArn-scoped sqs:SendMessage statement to the queue policy; Scheduler sends as
+        # the schedules' role.
         self.trigger_dead_letter_queue = last_stop_queue(
             self,
             "TriggerDlq",
             retention=TRIGGER_DEAD_LETTER_RETENTION,
-            holds="the dead-letter queue of both EventBridge rule targets",
+            holds="the dead-letter queue of the schedules' and the clean-up rule's targets",
         )
         target_delivery = {
             "dead_letter_queue": self.trigger_dead_letter_queue,
             "max_event_age": TARGET_MAX_EVENT_AGE,
             "retry_attempts": TARGET_RETRY_ATTEMPTS,
         }
-
-        self.schedule_rule = events.Rule(
-            self,
-            "ScheduleRule",
-            description="Starts a Custom Labels batch run (it exits at once when no image is queued)",
-            schedule=events.Schedule.expression(config.schedule),
-            enabled=config.schedule_enabled,
-            targets=[
-                targets.SfnStateMachine(
-                    self.state_machine,
-                    input=events.RuleTargetInput.from_object({"trigger": "schedule"}),
-                    **target_delivery,
-                )
-            ],
-        )
-
+        self.schedules = self._schedules(config)
         self.cleanup_rule = events.Rule(
             self,
             "CleanUpRule",
@@ -188,4 +189,84 @@ class Orchestration(Construct):
                 "vended-log-delivery actions) and X-Ray tracing (xray:PutTraceSegments, "
                 "xray:GetSampling*); none of these actions supports resource-level permissions.",
             )
+        )
+
+    def _schedules(self, config: Settings) -> dict[str, scheduler.Schedule]:
+        """EventBridge Scheduler, not a classic rule: cron in the configured time zone with its
+        daylight saving time, an optional flexible window. One role for both schedules."""
+        self.schedule_role = iam.Role(
+            self,
+            "ScheduleRole",
+            description="EventBridge Scheduler: start the Custom Labels batch state machine",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                # Confused-deputy protection: only this account's schedules may use the role.
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+        )
+        # Each schedule's target grants the role exactly states:StartExecution on this state machine
+        # and sqs:SendMessage on the trigger dead-letter queue (Scheduler dead-letters with the
+        # schedule's role), nothing else.
+        window = (
+            scheduler.TimeWindow.flexible(Duration.minutes(config.schedule_flexible_window_minutes))
+            if config.schedule_flexible_window_minutes
+            else scheduler.TimeWindow.off()
+        )
+        schedules = {
+            "batch": self._schedule(
+                "BatchSchedule",
+                description="Starts a Custom Labels batch run (it exits at once when no image is queued)",
+                expression=config.schedule,
+                timezone=config.schedule_timezone,
+                payload=SCHEDULE_INPUT,
+                enabled=config.schedule_enabled,
+                window=window,
+                max_event_age=TARGET_MAX_EVENT_AGE,
+                retry_attempts=TARGET_RETRY_ATTEMPTS,
+            )
+        }
+        if config.latency_budget:
+            schedules["check"] = self._schedule(
+                "LatencyCheckSchedule",
+                description="Checks the latency budget: starts a run only when an image has waited "
+                "maxWaitMinutes or startAtBacklog images are queued",
+                expression=f"rate({config.latency_check_minutes} minute"
+                f"{'s' if config.latency_check_minutes > 1 else ''})",
+                timezone="UTC",
+                payload=CHECK_INPUT,
+                enabled=config.schedule_enabled,
+                window=scheduler.TimeWindow.off(),
+                max_event_age=Duration.minutes(config.latency_check_minutes),
+                retry_attempts=CHECK_RETRY_ATTEMPTS,
+            )
+        return schedules
+
+    def _schedule(
+        self,
+        construct_id: str,
+        *,
+        description: str,
+        expression: str,
+        timezone: str,
+        payload: dict,
+        enabled: bool,
+        window: scheduler.TimeWindow,
+        max_event_age: Duration,
+        retry_attempts: int,
+    ) -> scheduler.Schedule:
+        return scheduler.Schedule(
+            self,
+            construct_id,
+            description=description,
+            schedule=scheduler.ScheduleExpression.expression(expression, TimeZone.of(timezone)),
+            target=scheduler_targets.StepFunctionsStartExecution(
+                self.state_machine,
+                input=scheduler.ScheduleTargetInput.from_object(payload),
+                role=self.schedule_role,
+                dead_letter_queue=self.trigger_dead_letter_queue,
+                max_event_age=max_event_age,
+                retry_attempts=retry_attempts,
+            ),
+            enabled=enabled,
+            time_window=window,
         )

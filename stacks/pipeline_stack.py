@@ -28,7 +28,9 @@ class PipelineStack(Stack):
         ingest = Ingest(self, "Ingest", config=config)
         run_state = RunState(self, "RunState")
         processor = Processor(self, "Processor", config=config, ingest=ingest, run_state=run_state)
-        triage = Triage(self, "Triage", config=config, ingest=ingest, processor=processor)
+        triage = Triage(
+            self, "Triage", config=config, ingest=ingest, processor=processor, run_state=run_state
+        )
         run_recorder = RunRecorder(
             self, "RunRecorder", config=config, ingest=ingest, processor=processor, run_state=run_state
         )
@@ -70,6 +72,10 @@ class PipelineStack(Stack):
             "ProcessorFunctionName": processor.function.function_name,
             "ProjectVersionArn": config.project_version_arn,
         }
+        # The CLI's pause, resume and status find the schedules by name (in the default group).
+        outputs["BatchScheduleName"] = orchestration.schedules["batch"].schedule_name
+        if "check" in orchestration.schedules:
+            outputs["LatencyCheckScheduleName"] = orchestration.schedules["check"].schedule_name
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
 

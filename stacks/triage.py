@@ -19,6 +19,7 @@ from customlabels_batch.settings import (
 from stacks.functions import acknowledge_prefix_access, python_function
 from stacks.ingest import Ingest, last_stop_queue
 from stacks.processor import Processor
+from stacks.run_state import RunState
 
 HANDLER = "triage.app.lambda_handler"
 # SQS's maximum: an upload nobody triaged stays until someone has looked at it.
@@ -40,7 +41,14 @@ class Triage(Construct):
     the account under 100 unreserved executions (new accounts may have a limit of 10 in all)."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: Settings, ingest: Ingest, processor: Processor
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Settings,
+        ingest: Ingest,
+        processor: Processor,
+        run_state: RunState,
     ) -> None:
         super().__init__(scope, construct_id)
         bucket = ingest.bucket
@@ -53,7 +61,9 @@ class Triage(Construct):
             description="Queues uploaded images the Custom Labels model can take; records the rest",
             role_description="Custom Labels batch triage: queue candidate images, write error records",
             layer=processor.powertools_layer,
-            resources={"bucket": bucket.bucket_name, "queueUrl": ingest.queue.queue_url},
+            resources={"bucket": bucket.bucket_name, "queueUrl": ingest.queue.queue_url}
+            # The latency budget's wait clock lives in the run-state table.
+            | ({"runStateTable": run_state.table.table_name} if config.max_wait_minutes is not None else {}),
             timeout_seconds=TIMEOUT_SECONDS,
             memory_mb=MEMORY_MB,
         )
@@ -72,6 +82,16 @@ class Triage(Construct):
                 resources=[ingest.queue.queue_arn],
             )
         )
+
+        if config.max_wait_minutes is not None:
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="StartTheWaitClock",
+                    # The latency budget's wait clock: when the first image since the last drain was queued.
+                    actions=["dynamodb:UpdateItem"],
+                    resources=[run_state.table.table_arn],
+                )
+            )
 
         self.failure_queue = last_stop_queue(
             self,

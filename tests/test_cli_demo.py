@@ -45,6 +45,12 @@ def test_demo_writes_results_errors_report_and_gallery(tmp_path, capsys):
     assert (record["imagesLabeled"], record["errorRecords"]) == (len(results), by_model)
     assert f"Run record {record_file}: SUCCEEDED" in printed
     assert f"{len(results)} labeled, {by_model} error records, 0 in the DLQ" in printed
+    # Every image was uploaded before the run and waited for the model's start (10 emulated minutes).
+    waited = report["timeToResult"]
+    assert waited["images"] == len(results)
+    assert 600 <= waited["p50Seconds"] <= waited["p95Seconds"] <= waited["maxSeconds"] < 900
+    assert record["timeToResult"]["images"] == len(results)
+    assert "Time to result (upload to result): p50 " in printed
 
 
 def test_demo_with_own_images_manifest_fault_and_context(tmp_path, capsys):

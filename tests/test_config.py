@@ -159,7 +159,11 @@ CROSS_RULE_CASES = {
         {"maxDrainSeconds": "10", "drainPollSeconds": "30"},
         "maxDrainSeconds must be at least drainPollSeconds",
     ),
-    "rate grammar": ({"schedule": "rate(1 hours)"}, "write 'rate(1 hour)' or 'rate(2 hours)'"),
+    "schedule evaluates": ({"schedule": "rate(1 hours)"}, "write 'rate(1 hour)' or 'rate(2 hours)'"),
+    "check within budget": (
+        {"maxWaitMinutes": "3", "latencyCheckMinutes": "5"},
+        "maxWaitMinutes (3) must be at least latencyCheckMinutes (5)",
+    ),
     "alarm outlasts a healthy run": (
         {"modelInServiceAlarmMinutes": "60"},
         "modelInServiceAlarmMinutes must be 300-1440",
@@ -187,6 +191,35 @@ def test_each_rule_across_settings_refuses_with_its_message(rule):
 def test_the_defaults_pass_every_rule():
     config = settings()
     assert [name for name, rule in CROSS_RULES.items() if rule(config)] == []
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("cron(0 2 * * *)", "EventBridge cron has six fields"),
+        ("cron(0 2 * * * *)", "exactly one of day-of-month and day-of-week must be '?'"),
+        ("cron(0 2 30 2 ? *)", "never fires"),
+        ("cron(0 2 ? * 8 *)", "days of the week are 1-7 (SUN-SAT)"),
+    ],
+)
+def test_a_cron_schedule_scheduler_would_refuse_is_refused_with_why(schedule, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings(schedule=schedule)
+
+
+def test_the_schedule_time_zone_must_be_an_iana_name():
+    assert settings(scheduleTimezone="Europe/Berlin").schedule_timezone == "Europe/Berlin"
+    with pytest.raises(ConfigError, match=r"'scheduleTimezone' has an invalid value 'CET\+1'.*IANA"):
+        settings(scheduleTimezone="CET+1")
+
+
+def test_the_latency_budget_reaches_the_state_machine_as_numbers_and_zero_when_off():
+    off = settings().definition_substitutions()
+    on = settings(maxWaitMinutes="30", startAtBacklog="500").definition_substitutions()
+    assert (off["MaxWaitMinutes"], off["StartAtBacklog"]) == ("0", "0")
+    assert (on["MaxWaitMinutes"], on["StartAtBacklog"]) == ("30", "500")
+    assert not settings().latency_budget
+    assert settings(startAtBacklog="1").latency_budget
 
 
 def test_missing_arn_says_what_to_pass():

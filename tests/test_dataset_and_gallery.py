@@ -53,6 +53,7 @@ RUN_REPORT = {
     "model": {"billedInferenceUnitMinutes": 11.5, "estimatedCostUsd": 0.7667, "finalStatus": "STOPPED"},
     "mapping": {"finalState": "Disabled"},
     "durations": {"emulatedSeconds": 754.2},
+    "timeToResult": {"images": 2, "p50Seconds": 600.0, "p95Seconds": 754.0, "maxSeconds": 754.0},
 }
 ODD_LABEL = "<apple> & 'pear'"
 
@@ -277,7 +278,9 @@ def run_output(tmp_path) -> tuple[Path, Path]:
         {"Name": "fresh & ripe", "Confidence": 61.5},
     ]
     write_json(out / "results/shop/a & <b>.png.json", result("shop/a & <b>.png", labels))
-    write_json(out / "results/shop/empty.jpg.json", result("shop/empty.jpg", []))
+    uploaded = result("shop/empty.jpg", [])
+    uploaded["source"]["uploadedAt"] = "2025-12-31T23:47:26.000Z"  # 12 min 34 s before labeledAt
+    write_json(out / "results/shop/empty.jpg.json", uploaded)
     for name, code in (("broken.jpg", "InvalidImageFormatException"), ("large.png", "ImageTooLarge")):
         write_json(
             out / f"errors/shop/{name}.json",
@@ -315,6 +318,11 @@ def test_gallery_escapes_data_inlines_images_and_places_boxes_in_percent(run_out
     assert not re.search(r"https?://", page)
     for shown in ("11.5", "$0.7667", "STOPPED", "Disabled", "12 min 34 s"):
         assert f"<dd>{shown}</dd>" in page
+    # Time to result: the run's percentiles in the header, each image's own wait on its card (the
+    # result without uploadedAt says nothing).
+    assert "<dd>p50 10.0 min, p95 12.6 min, longest 12.6 min</dd>" in page
+    assert page.count('class="waited"') == 1
+    assert "waited 12 min 34 s from upload to result" in page
 
 
 def test_gallery_without_a_run_report_or_outputs_still_renders(tmp_path):

@@ -521,7 +521,7 @@ def test_one_run_at_a_time_under_duplicate_triggers_and_a_lagging_listing(fault)
     assert [e["status"] for e in report["executions"]] == ["SUCCEEDED", "SUCCEEDED"]
     # Whichever lost the race for the lease (two at the same instant) touched nothing.
     paths = [e["statePath"] for e in report["executions"]]
-    assert paths.count(["StartRun", "TakeLease", "AnotherRunIsActive"]) == 1
+    assert paths.count(["WhatStartedTheRun", "StartRun", "TakeLease", "AnotherRunIsActive"]) == 1
     assert report["model"]["calls"]["StartProjectVersion"] == 1
     assert len(report["runRecords"]) == 1
 

@@ -73,6 +73,7 @@ EXPECTED_OUTPUTS = {
     "ProcessorFunctionName",
     "ProjectVersionArn",
     "RunStateTableName",
+    "BatchScheduleName",
 }
 
 
@@ -390,7 +391,14 @@ def test_triage_function_configuration(synth):
     assert variables["POWERTOOLS_SERVICE_NAME"] == "customlabels-triage"
     deployed = function_settings(variables)
     assert deployed == json.loads(expected["PIPELINE_SETTINGS"])
-    assert set(deployed) == {"bucket", "queueUrl", "inputPrefix", "resultsPrefix", "errorsPrefix"}
+    assert set(deployed) == {
+        "bucket",
+        "queueUrl",
+        "inputPrefix",
+        "resultsPrefix",
+        "errorsPrefix",
+        "maxWaitMinutes",
+    }
     queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
     assert {"Ref": queue_id} in variables["PIPELINE_SETTINGS"]["Fn::Join"][1]
 
@@ -496,7 +504,7 @@ def test_topic_is_encrypted_with_a_rotating_customer_managed_key(synth):
 def test_no_rule_targets_the_topic_so_eventbridge_needs_no_key_grant(synth):
     topic_id, _ = synth.one("AWS::SNS::Topic")
     rules = synth.of_type("AWS::Events::Rule")
-    assert len(rules) == 2
+    assert len(rules) == 1  # the clean-up rule; the schedules are EventBridge Scheduler's
     target_arns = [target["Arn"] for rule in rules.values() for target in rule["Properties"]["Targets"]]
     assert {"Ref": topic_id} not in target_arns
     for statement in _key_policy(synth) + _topic_policy(synth):
@@ -577,21 +585,102 @@ def test_state_machine_is_standard_logged_traced_and_inlines_the_asl(synth):
     assert json.loads(props["DefinitionString"]) == json.loads(STATE_MACHINE_ASL.read_text())
 
 
-def test_schedule_rule_starts_the_machine_with_schedule_trigger(synth):
-    rule_id = synth.logical_id("AWS::Events::Rule", "ScheduleRule")
+def _schedules(synthesis) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in synthesis.of_type("AWS::Scheduler::Schedule").items()
+    }
+
+
+def test_the_batch_schedule_is_eventbridge_scheduler_starting_the_machine_with_schedule_trigger(synth):
     machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
-    props = synth.resources[rule_id]["Properties"]
+    (props,) = _schedules(synth).values()  # no latency budget: no check schedule
     assert props["ScheduleExpression"] == synth.config.schedule == "rate(1 hour)"
+    assert props["ScheduleExpressionTimezone"] == "UTC"
     assert props["State"] == "ENABLED"
-    (target,) = props["Targets"]
+    assert props["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    target = props["Target"]
     assert target["Arn"] == {"Ref": machine_id}
     assert json.loads(target["Input"]) == {"trigger": "schedule"}
+    role_id = synth.logical_id("AWS::IAM::Role", "ScheduleRole")
+    assert target["RoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
 
 
-def test_schedule_rule_disabled_when_schedule_enabled_is_false(variant):
-    rule_id = variant.logical_id("AWS::Events::Rule", "ScheduleRule")
+def test_the_schedules_role_may_only_start_this_machine_and_dead_letter_for_this_account(synth):
+    role_id = synth.logical_id("AWS::IAM::Role", "ScheduleRole")
+    (trust,) = synth.resources[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
+    dlq_id = synth.logical_id("AWS::SQS::Queue", "TriggerDlq")
+    granted = _granted(_role_statements(synth, role_id))
+    assert {action: sorted(map(json.dumps, resources)) for action, resources in granted.items()} == {
+        "states:StartExecution": [json.dumps({"Ref": machine_id})],
+        "sqs:SendMessage": [json.dumps({"Fn::GetAtt": [dlq_id, "Arn"]})],
+    }
+    assert "ManagedPolicyArns" not in synth.resources[role_id]["Properties"]
+
+
+def test_schedules_disabled_when_schedule_enabled_is_false(variant):
     assert variant.config.schedule_enabled is False
-    assert variant.resources[rule_id]["Properties"]["State"] == "DISABLED"
+    assert [props["State"] for props in _schedules(variant).values()] == ["DISABLED"]
+
+
+BUDGET_CONTEXT = {
+    "schedule": "cron(0 2 * * ? *)",
+    "scheduleTimezone": "Europe/Berlin",
+    "scheduleFlexibleWindowMinutes": "15",
+    "maxWaitMinutes": "30",
+    "startAtBacklog": "500",
+    "latencyCheckMinutes": "10",
+}
+
+
+@pytest.fixture(scope="module")
+def budget(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
+    """A nightly run at 02:00 Berlin time with a latency budget on top."""
+    return synthesize(tmp_path_factory.mktemp("cdk-out-budget"), BUDGET_CONTEXT)
+
+
+def test_a_cron_schedule_runs_in_its_time_zone_within_its_flexible_window(budget):
+    (batch,) = [
+        p for p in _schedules(budget).values() if json.loads(p["Target"]["Input"])["trigger"] == "schedule"
+    ]
+    assert batch["ScheduleExpression"] == "cron(0 2 * * ? *)"
+    assert batch["ScheduleExpressionTimezone"] == "Europe/Berlin"
+    assert batch["FlexibleTimeWindow"] == {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 15}
+
+
+def test_the_latency_budget_deploys_a_frequent_check_with_the_same_role_and_dead_letter_queue(budget):
+    schedules = {json.loads(p["Target"]["Input"])["trigger"]: p for p in _schedules(budget).values()}
+    assert set(schedules) == {"schedule", "check"}
+    check = schedules["check"]
+    assert check["ScheduleExpression"] == "rate(10 minutes)"
+    assert check["State"] == "ENABLED"
+    assert check["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert check["Target"]["RoleArn"] == schedules["schedule"]["Target"]["RoleArn"]
+    assert check["Target"]["DeadLetterConfig"] == schedules["schedule"]["Target"]["DeadLetterConfig"]
+    # A check that could not start is replaced by the next one: it is not retried for an hour.
+    assert check["Target"]["RetryPolicy"] == {"MaximumEventAgeInSeconds": 600, "MaximumRetryAttempts": 2}
+    # The rules reach the state machine as substitutions, the wait clock the triage as a setting.
+    _, machine = budget.one("AWS::StepFunctions::StateMachine")
+    substitutions = machine["Properties"]["DefinitionSubstitutions"]
+    assert (substitutions["MaxWaitMinutes"], substitutions["StartAtBacklog"]) == ("30", "500")
+
+
+def test_with_max_wait_the_triage_may_update_only_the_run_state_table(budget, synth):
+    role_id = budget.logical_id("AWS::IAM::Role", "TriageRole")
+    table_id, _ = budget.one("AWS::DynamoDB::GlobalTable")
+    statements = {s["Sid"]: s for s in _role_statements(budget, role_id)}
+    assert statements["StartTheWaitClock"]["Action"] == "dynamodb:UpdateItem"
+    assert statements["StartTheWaitClock"]["Resource"] == {"Fn::GetAtt": [table_id, "Arn"]}
+    function_id = budget.logical_id("AWS::Lambda::Function", "TriageFunction")
+    deployed = function_settings(budget.resources[function_id]["Properties"]["Environment"]["Variables"])
+    assert deployed["maxWaitMinutes"] == 30
+    assert deployed["runStateTable"] == "<ref>"  # the table's name (a Ref)
+    # Without a latency budget the triage has no table access at all.
+    plain_role = synth.logical_id("AWS::IAM::Role", "TriageRole")
+    assert not any(action.startswith("dynamodb:") for action in _granted(_role_statements(synth, plain_role)))
 
 
 def test_cleanup_rule_matches_failed_timed_out_and_aborted_runs_except_cleanups(synth):
@@ -632,16 +721,19 @@ def test_cleanup_input_starts_with_the_excluded_prefix_and_reaches_the_cleanup_r
     assert start["phase"] == "{% $states.input.cleanup ? 'cleanup' : 'start' %}"
 
 
-def test_both_rule_targets_retry_then_dead_letter_to_one_queue(synth):
-    dlq_id = synth.logical_id("AWS::SQS::Queue", "TriggerDlq")
-    for name in ("ScheduleRule", "CleanUpRule"):
-        rule_id = synth.logical_id("AWS::Events::Rule", name)
-        (target,) = synth.resources[rule_id]["Properties"]["Targets"]
-        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [dlq_id, "Arn"]}}, name
+def test_every_trigger_retries_then_dead_letters_to_one_queue(synth):
+    dlq_arn = {"Fn::GetAtt": [synth.logical_id("AWS::SQS::Queue", "TriggerDlq"), "Arn"]}
+    rule_id = synth.logical_id("AWS::Events::Rule", "CleanUpRule")
+    (rule_target,) = synth.resources[rule_id]["Properties"]["Targets"]
+    (schedule,) = _schedules(synth).values()
+    for name, target in (("clean-up rule", rule_target), ("schedule", schedule["Target"])):
+        assert target["DeadLetterConfig"] == {"Arn": dlq_arn}, name
         assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 24}, name
 
 
-def test_only_the_two_rules_may_send_to_the_trigger_dead_letter_queue(synth):
+def test_only_the_clean_up_rule_may_send_to_the_trigger_dead_letter_queue_by_its_policy(synth):
+    """Scheduler dead-letters with the schedules' role (see its test); the queue policy admits only
+    the clean-up rule, by its ARN."""
     dlq_id = synth.logical_id("AWS::SQS::Queue", "TriggerDlq")
     dlq = synth.resources[dlq_id]
     assert dlq["Properties"]["SqsManagedSseEnabled"] is True
@@ -649,13 +741,8 @@ def test_only_the_two_rules_may_send_to_the_trigger_dead_letter_queue(synth):
     policies = synth.of_type("AWS::SQS::QueuePolicy").values()
     (policy,) = [p for p in policies if p["Properties"]["Queues"] == [{"Ref": dlq_id}]]
     allows = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
-    rule_arns = [
-        {"Fn::GetAtt": [synth.logical_id("AWS::Events::Rule", name), "Arn"]}
-        for name in ("ScheduleRule", "CleanUpRule")
-    ]
-    assert sorted(json.dumps(s["Condition"]) for s in allows) == sorted(
-        json.dumps({"ArnEquals": {"aws:SourceArn": arn}}) for arn in rule_arns
-    )
+    rule_arn = {"Fn::GetAtt": [synth.logical_id("AWS::Events::Rule", "CleanUpRule"), "Arn"]}
+    assert [s["Condition"] for s in allows] == [{"ArnEquals": {"aws:SourceArn": rule_arn}}]
     for statement in allows:
         assert statement["Principal"] == {"Service": "events.amazonaws.com"}
         assert statement["Action"] == "sqs:SendMessage"
@@ -799,6 +886,7 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
         "dynamodb:PutItem": [table_arn],
         "dynamodb:GetItem": [table_arn],
         "dynamodb:DeleteItem": [table_arn],
+        "dynamodb:UpdateItem": [table_arn],
     }
 
 
@@ -913,6 +1001,7 @@ def test_no_hard_coded_physical_names(synth):
         "AWS::Logs::LogGroup": "LogGroupName",
         "AWS::IAM::Role": "RoleName",
         "AWS::Events::Rule": "Name",
+        "AWS::Scheduler::Schedule": "Name",
     }
     checked = 0
     for logical_id, resource in synth.resources.items():
@@ -1008,11 +1097,17 @@ def test_every_acknowledgement_hides_a_real_finding(tmp_path, monkeypatch):
     )
 
 
-def test_cfn_lint_reports_no_errors(synth, tmp_path):
+def test_a_stack_with_a_latency_budget_has_no_unacknowledged_findings_either(budget):
+    assert budget.validation_error is None, budget.validation_error
+    assert budget.violations() == []
+
+
+@pytest.mark.parametrize("synthesis", ["synth", "budget"])
+def test_cfn_lint_reports_no_errors(synthesis, request, tmp_path):
     from cfnlint.api import ManualArgs, lint_file
 
     template_file = tmp_path / "template.json"
-    template_file.write_text(json.dumps(synth.template))
+    template_file.write_text(json.dumps(request.getfixturevalue(synthesis).template))
     matches = lint_file(template_file, config=ManualArgs(regions=[REGION]))
     errors = [f"{m.rule.id}: {m.message}" for m in matches if m.rule.id.startswith("E")]
     assert errors == []

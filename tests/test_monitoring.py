@@ -149,10 +149,12 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
             (NAMESPACE, "CrashedMessages", SERVICE),
         ],
         "Labels found": [(NAMESPACE, "LabelsFound", SERVICE)],
+        "Time to result (s)": [(NAMESPACE, "TimeToResultSeconds", SERVICE)] * 3,
         "Uploads triaged": [
             (NAMESPACE, "ImagesQueued", TRIAGE),
             (NAMESPACE, "ErrorRecords", TRIAGE),
             (NAMESPACE, "UploadsSkipped", TRIAGE),
+            (NAMESPACE, "WaitClockNotStarted", TRIAGE),
         ],
         "Triage errors and throttles (retried by Lambda)": [
             ("AWS/Lambda", "Errors", {"FunctionName": f"${{{i['triage']}}}"}),
@@ -186,6 +188,7 @@ def test_dashboard_graphs_every_metric_with_its_dimensions(synth):
     stats = {title: {line[3] for line in graphed(w)} for title, w in graphs.items()}
     assert stats["Queue depth"] == {"Maximum"}
     assert stats["Images labeled and error records"] == stats["Labels found"] == {"Sum"}
+    assert stats["Time to result (s)"] == {"p50", "p95", "Maximum"}
     assert stats["Processor errors and throttles"] == {"Sum"}
     assert stats["Uploads triaged"] == stats["Triage errors and throttles (retried by Lambda)"] == {"Sum"}
     assert stats["State machine executions by outcome"] == {"Sum"}
@@ -250,10 +253,10 @@ def test_dashboard_shows_the_alarms(synth):
 # ---- alarms ------------------------------------------------------------------------------------
 
 
-def test_seven_alarms_each_notify_the_topic(synth):
+def test_eight_alarms_each_notify_the_topic(synth):
     topic = {"Ref": ids(synth)["topic"]}
     alarms = synth.of_type("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 7
+    assert len(alarms) == 8
     for logical_id, resource in alarms.items():
         props = resource["Properties"]
         assert props["AlarmActions"] == [topic], logical_id
@@ -297,9 +300,31 @@ def test_trigger_dead_letter_alarm_fires_when_a_run_was_never_started(synth):
     assert props["TreatMissingData"] == "notBreaching"
     # The operator learns what did not happen and what it may have left running.
     description = props["AlarmDescription"]
-    assert "scheduled or clean-up run was never started" in description
+    assert "scheduled run, latency check or clean-up was never started" in description
     assert "model on" in description
     assert "`customlabels-batch status`" in description
+
+
+def test_schedule_delivery_alarm_fires_on_what_scheduler_dropped_or_could_not_dead_letter(synth):
+    """The trigger DLQ alarm sees what Scheduler dead-lettered; what it dropped, or failed to put in
+    the DLQ, shows only in AWS/Scheduler's metrics for the schedules' group."""
+    props = alarm(synth, "ScheduleDelivery")
+    queries = {q["Id"]: q for q in props["Metrics"]}
+    assert queries["expr_1"]["Expression"] == "FILL(dropped, 0) + FILL(notDeadLettered, 0)"
+    for query_id, name in (
+        ("dropped", "InvocationDroppedCount"),
+        ("notDeadLettered", "InvocationsFailedToBeSentToDeadLetterCount"),
+    ):
+        stat = queries[query_id]["MetricStat"]
+        assert stat["Metric"] == {
+            "Namespace": "AWS/Scheduler",
+            "MetricName": name,
+            "Dimensions": [{"Name": "ScheduleGroup", "Value": "default"}],
+        }
+        assert (stat["Period"], stat["Stat"]) == (300, "Sum")
+    assert props["Threshold"] == 1
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert props["TreatMissingData"] == "notBreaching"
 
 
 def test_triage_failure_alarm_fires_when_an_upload_was_never_triaged(synth):
@@ -407,9 +432,10 @@ def test_error_records_alarm_fires_above_the_hourly_threshold_of_triage_and_proc
                 "ModelCallsThrottled",
                 "ModelCallSeconds",
                 "ProcessorSeconds",
+                "TimeToResultSeconds",
             },
         ),
-        ("triage", TRIAGE, {"ImagesQueued", "ErrorRecords", "UploadsSkipped"}),
+        ("triage", TRIAGE, {"ImagesQueued", "ErrorRecords", "UploadsSkipped", "WaitClockNotStarted"}),
     ],
 )
 def test_function_metrics_are_the_ones_the_handler_emits(synth, function, service, names):

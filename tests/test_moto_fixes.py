@@ -3,6 +3,8 @@ as AWS does, so the fix can be dropped (emulator/moto_fixes.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
 import inspect
 import io
 import json
@@ -122,3 +124,49 @@ def test_moto_still_lets_an_error_replace_a_stop():
 
     source = inspect.getsource(environment.Environment.set_error)
     assert "ProgramStopped" not in source, "moto now keeps a stop over a later error: drop _stop_wins"
+
+
+def _p95_of_one_to_twenty(*, fixed: bool) -> list[float]:
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+        moment = _dt.datetime(2026, 12, 1, 10, 0, 30, tzinfo=_dt.UTC)
+        dimensions = [{"Name": "d", "Value": "v"}]
+        cloudwatch.put_metric_data(
+            Namespace="Test",
+            MetricData=[
+                {
+                    "MetricName": "Wait",
+                    "Dimensions": dimensions,
+                    "Timestamp": moment,
+                    "Values": [float(v) for v in range(1, 21)],
+                }
+            ],
+        )
+        metric = {"Namespace": "Test", "MetricName": "Wait", "Dimensions": dimensions}
+        query = {"Id": "p", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "p95"}}
+        with contextlib.ExitStack() as stack:
+            if fixed:
+                for patch in moto_fixes._cloudwatch_percentiles():
+                    stack.enter_context(patch)
+            result = cloudwatch.get_metric_data(
+                MetricDataQueries=[query],
+                StartTime=moment.replace(second=0),
+                EndTime=moment.replace(second=0) + _dt.timedelta(minutes=1),
+            )
+        return result["MetricDataResults"][0]["Values"]
+
+
+def test_with_the_fix_cloudwatch_answers_percentiles_from_the_raw_values():
+    assert _p95_of_one_to_twenty(fixed=True) == [19.0]
+    assert moto_fixes.percentile([3.0, 1.0, 2.0], "p50") == 2.0
+    assert moto_fixes.percentile([5.0], "p99") == 5.0
+
+
+def test_moto_still_answers_no_percentile():
+    # Unfixed, moto has no value for the statistic and fails to serialize the None it gets instead.
+    with pytest.raises(TypeError):
+        values = _p95_of_one_to_twenty(fixed=False)
+        assert values in ([], [None]), "moto computes percentiles: drop the fix"

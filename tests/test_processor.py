@@ -727,8 +727,11 @@ def test_metrics_count_labeled_images_labels_error_records_and_retries(aws, reko
         ("ModelCallsAccepted", "Count"),
         ("ModelCallsThrottled", "Count"),
         ("ProcessorSeconds", "Seconds"),
+        ("TimeToResultSeconds", "Seconds"),
         ("TransientFailures", "Count"),
     ]
+    # Each labeled image waited from the notification's eventTime (03:00:00) to labeledAt (NOW).
+    assert emf[0]["TimeToResultSeconds"] == [245.678, 245.678]
 
     def total(name: str) -> float:
         values = [blob.get(name, []) for blob in emf]

@@ -14,7 +14,7 @@ from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from customlabels_batch.emulator import metrics as emulated_metrics
+from customlabels_batch.emulator import moto_fixes
 from customlabels_batch.emulator.event_source_mapping import LambdaContext
 from customlabels_batch.emulator.functions import RUN_RECORDER, load_handler, read_settings
 from customlabels_batch.emulator.metrics import put_emf_blob
@@ -223,6 +223,20 @@ class Aws:
             ],
         )
 
+    def waits(self, seconds: list[float], minutes: float) -> None:
+        self.cloudwatch.put_metric_data(
+            Namespace=PROCESSOR_METRICS_NAMESPACE,
+            MetricData=[
+                {
+                    "MetricName": "TimeToResultSeconds",
+                    "Dimensions": SERVICE,
+                    "Values": seconds,
+                    "Unit": "Seconds",
+                    "Timestamp": STARTED + timedelta(minutes=minutes),
+                }
+            ],
+        )
+
     def record(self, key: str) -> dict[str, Any]:
         return json.loads(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
@@ -237,7 +251,9 @@ def aws(monkeypatch: pytest.MonkeyPatch):
     }.items():
         monkeypatch.setenv(name, value)
     CACHED_CLIENTS.cache_clear()
-    with mock_aws():
+    with mock_aws(), contextlib.ExitStack() as fixes:
+        for patch in moto_fixes._cloudwatch_percentiles():  # moto answers no percentile (moto_fixes)
+            fixes.enter_context(patch)
         resources = Aws()
         environment = recorder_environment(resources.queue_url, resources.dlq_url)
         monkeypatch.setattr(app, "SETTINGS", read_settings(environment))
@@ -288,15 +304,18 @@ def test_a_count_that_fails_leaves_that_field_null_and_says_why(aws, monkeypatch
         def get_paginator(self, name):
             raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetMetricData")
 
+        def get_metric_data(self, **_):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetMetricData")
+
     monkeypatch.setattr(
         app, "client", lambda service: BrokenCloudWatch() if service == "cloudwatch" else real_client(service)
     )
     record = app.lambda_handler(success_event(), CONTEXT)
     assert record["imagesLabeled"] is None and record["errorRecords"] is None
     assert record["messagesLeftInQueue"] == 0  # the other counts still stand
-    # The counts and the model's measurements each say why they are missing.
-    assert len(record["problems"]) == 2 and all("AccessDenied" in problem for problem in record["problems"])
-    assert record["model"] is None
+    # The counts, the time to result and the model's measurements each say why they are missing.
+    assert record["timeToResult"] is None and record["model"] is None
+    assert len(record["problems"]) == 3 and all("AccessDenied" in problem for problem in record["problems"])
     assert record["estimatedCostUsd"] == 1.0
 
 
@@ -323,54 +342,21 @@ def test_emulated_emf_extraction_gives_the_counts_powertools_emitted(aws):
     assert counts == {"imagesLabeled": 4, "errorRecords": 0, "labelsFound": 7}
 
 
-def test_the_record_measures_the_model_calls_latency_capacity_units_and_processor_cost(aws):
-    """From the processor's metrics and AWS/Rekognition InServiceInferenceUnits over the minutes the
-    run had the model (10-25); the capacity counts the minutes the model was full (throttling)."""
-    with contextlib.ExitStack() as stack:
-        for patch in emulated_metrics.patches():  # CloudWatch's percentiles, which moto lacks
-            stack.enter_context(patch)
-        for minute in (10, 11, 12, 13, 14):  # the drain begins and ends within minutes 10 and 14
-            aws.metric("ModelCallsAccepted", 300 if 10 < minute < 14 else 20, minute)
-            aws.metric("ModelCallsThrottled", 30 if minute < 13 else 0, minute)
-        aws.metric("ModelCallsThrottled", 500, 40)  # after this run
-        for seconds in (0.3, 0.4, 0.5, 0.6, 2.0):
-            aws.metric("ModelCallSeconds", seconds, 12, unit="Seconds")
-        aws.metric("ProcessorSeconds", 1024, 12, unit="Seconds")
-        for minute in range(10, 25):
-            aws.metric("InServiceInferenceUnits", 2 if minute < 20 else 1, minute, model=True)
-
-        record = app.lambda_handler(success_event(), CONTEXT)
-
-    model = record["model"]
-    assert (model["acceptedCalls"], model["throttledCalls"]) == (940, 90)
-    assert model["throttledShare"] == round(90 / 1030, 3)
-    assert (model["callSecondsP50"], model["callSecondsP95"]) == (0.5, 2.0)
-    # Whole minutes 11 and 12 were full (minute 10, partial, does not count): 600 calls over two
-    # minutes of two units.
-    assert model["saturatedMinutes"] == 2 and not model["capacityIsLowerBound"]
-    assert model["acceptedPerSecondPerUnit"] == round(600 / (60 * 4), 3)
-    assert model["mostUnitsInService"] == 2
-    assert model["measuredInferenceUnitMinutes"] == 10 * 2 + 5 * 1
-    assert model["measuredCostUsd"] == round(25 / 60 * 4.0, 3)
-    assert model["processorGbSeconds"] == 1024 * CONFIG.processor_memory_mb / 1024
-    # The next run sizes its units from it.
-    item = boto3.client("dynamodb", region_name=REGION).get_item(
-        TableName=RUN_STATE_TABLE, Key={"id": {"S": "progress"}}
-    )["Item"]
-    assert float(item["tpsPerUnit"]["N"]) == model["acceptedPerSecondPerUnit"]
-
-
-def test_a_model_that_was_never_full_gives_a_lower_bound_that_is_not_remembered(aws):
-    aws.metric("ModelCallsAccepted", 120, 11)
+def test_the_record_reports_how_long_the_runs_images_waited_from_upload_to_result(aws):
+    # 20 images labeled in the run, waiting 61 s to 1,200 s; others before and after the run.
+    aws.waits([60.0 * n + 1 for n in range(1, 11)], 12)
+    aws.waits([60.0 * n for n in range(11, 21)], 20)
+    aws.waits([9999.0], -30)
+    aws.waits([9999.0], 40)
     record = app.lambda_handler(success_event(), CONTEXT)
-    assert record["model"]["capacityIsLowerBound"] and record["model"]["acceptedPerSecondPerUnit"] == 2.0
-    item = boto3.client("dynamodb", region_name=REGION).get_item(
-        TableName=RUN_STATE_TABLE, Key={"id": {"S": "progress"}}
-    )
-    assert "Item" not in item
+    # Nearest rank: the 10th and 19th of the 20 waits.
+    assert record["timeToResult"] == {
+        "images": 20,
+        "p50Seconds": 601.0,
+        "p95Seconds": 1140.0,
+        "maxSeconds": 1200.0,
+    }
 
 
-def test_a_run_that_never_had_the_model_measures_nothing(aws):
-    event = success_event()
-    del event["summary"]["run"]["modelRunning"]
-    assert app.lambda_handler(event, CONTEXT)["model"] is None
+def test_a_run_that_labeled_nothing_reports_no_time_to_result(aws):
+    assert app.lambda_handler(success_event(), CONTEXT)["timeToResult"] is None

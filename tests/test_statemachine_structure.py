@@ -29,6 +29,8 @@ ACTIONS = {"StartModel", "SetMapping", "StopModel"}
 EXITS = {"ReleaseLease", "WaitForMetrics", "ReportModelNotStartable"}
 REPORTING = {
     "ReportModelNotStartable",
+    "ResetWaitClock",
+    "StartWaitClockAtDrain",
     "WaitForMetrics",
     "RecordRun",
     "Notify",
@@ -186,16 +188,51 @@ def test_runs_that_did_not_do_their_job_end_failed(states):
 def test_every_recorded_run_is_notified_and_releases_its_lease(states):
     assert states["RecordRun"]["Next"] == "Notify"
     assert all(c["Next"] == "Notify" for c in states["RecordRun"]["Catch"])
-    assert states["Notify"]["Next"] == "ReleaseLease"
-    assert all(c["Next"] == "ReleaseLease" for c in states["Notify"]["Catch"])
+    assert states["Notify"]["Next"] == "ResetWaitClock"
+    assert all(c["Next"] == "ResetWaitClock" for c in states["Notify"]["Catch"])
+    # The wait clock is set whatever happens, and then the lease is released.
+    for name in ("ResetWaitClock", "StartWaitClockAtDrain"):
+        assert states[name]["Next"] == "ReleaseLease"
+        assert set(successors(states[name])) <= {"ReleaseLease", "StartWaitClockAtDrain"}
     assert states["ReleaseLease"]["Next"] == "HowDidTheRunEnd"
     # Nothing after the loop can start anything again.
     after = set().union(*(reachable(states, name) for name in REPORTING))
     assert after.isdisjoint(set(LOOP) | ACTIONS)
 
 
+CHECK_STATES = {
+    "CountQueueForCheck",
+    "ShouldARunStart",
+    "ReadWaitClock",
+    "HasAnImageWaitedTooLong",
+    "CheckFoundNothingToDo",
+    "CheckFailed",
+}
+
+
+def test_a_latency_check_only_reads_and_either_ends_or_starts_a_run_that_takes_the_lease(asl, states):
+    """The check looks before taking the lease (so a check that finds nothing costs a few transitions)
+    but reads only the queue's counts and the wait clock; whatever it decides, a run starts at
+    StartRun and takes the lease like a scheduled one."""
+    assert asl["StartAt"] == "WhatStartedTheRun"
+    first = states["WhatStartedTheRun"]
+    assert first["Default"] == "StartRun"
+    assert [c["Next"] for c in first["Choices"]] == ["CountQueueForCheck"]
+    check = reachable(states, "CountQueueForCheck", avoiding=frozenset({"StartRun"}))
+    assert check == CHECK_STATES
+    resources = {states[name].get("Resource") for name in check} - {None}
+    assert resources == {
+        "arn:aws:states:::aws-sdk:sqs:getQueueAttributes",
+        "arn:aws:states:::dynamodb:getItem",
+    }
+    leaving = {target for name in check for target in successors(states[name])} - check
+    assert leaving == {"StartRun"}
+    # Nothing found: at most CountQueueForCheck, ShouldARunStart, ReadWaitClock, the choice, the end.
+    assert states["CheckFoundNothingToDo"]["Type"] == "Succeed"
+    assert states["CheckFailed"]["Type"] == "Fail"
+
+
 def test_the_lease_is_taken_before_anything_is_looked_at(asl, states):
-    assert asl["StartAt"] == "StartRun"
     assert states["StartRun"]["Next"] == "TakeLease"
     lease = states["TakeLease"]
     assert lease["Resource"] == "arn:aws:states:::dynamodb:putItem"

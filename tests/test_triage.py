@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +328,61 @@ def test_the_triage_and_the_processor_share_one_verdict():
     """The same function object decides in both: they cannot drift apart."""
     assert app.images.unusable_without_model is processor.unusable_without_model
     assert app.images.image_of is processor.images.image_of
+
+
+# ---- the latency budget's wait clock ----------------------------------------------------------
+TABLE = "run-state"
+
+
+@pytest.fixture
+def budget(aws, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The triage deployed with maxWaitMinutes: it starts the wait clock in the run-state table."""
+    monkeypatch.setattr(app.SETTINGS, "max_wait_minutes", 30, raising=False)
+    monkeypatch.setattr(app.SETTINGS, "run_state_table", TABLE, raising=False)
+    app.dynamodb_client.cache_clear()
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    yield dynamodb
+    app.dynamodb_client.cache_clear()
+
+
+def _clock(dynamodb) -> dict[str, int]:
+    item = dynamodb.get_item(TableName=TABLE, Key={"id": {"S": "wait-clock"}}).get("Item", {})
+    return {name: int(value["N"]) for name, value in item.items() if name != "id"}
+
+
+def test_the_first_queued_image_starts_the_wait_clock_and_later_ones_only_move_the_latest(
+    budget, monkeypatch
+):
+    first_ms = int(datetime.fromisoformat(NOW).timestamp() * 1000)
+    invoke(event(s3_record("incoming/a.jpg")))
+    assert _clock(budget) == {"firstQueuedAt": first_ms, "lastQueuedAt": first_ms}
+    monkeypatch.setattr(app, "_utc_now", lambda: "2025-01-02T03:14:05.678Z")
+    invoke(event(s3_record("incoming/b.jpg")))
+    assert _clock(budget) == {"firstQueuedAt": first_ms, "lastQueuedAt": first_ms + 600_000}
+
+
+def test_uploads_that_queue_nothing_leave_the_wait_clock_alone(budget):
+    invoke(event(s3_record("incoming/notes.txt"), s3_record("incoming/folder/", size=0)))
+    assert _clock(budget) == {}
+
+
+def test_without_a_latency_budget_the_triage_keeps_no_clock(aws):
+    assert getattr(app.SETTINGS, "max_wait_minutes", None) is None
+    invoke(event(s3_record("incoming/a.jpg")))
+    assert len(aws.queued()) == 1  # queued as ever, and no table was needed
+
+
+def test_a_wait_clock_that_cannot_be_written_does_not_fail_the_queued_upload(aws, monkeypatch):
+    # No table: the write fails; a retry would queue the image twice, so the triage logs it instead.
+    monkeypatch.setattr(app.SETTINGS, "max_wait_minutes", 30, raising=False)
+    monkeypatch.setattr(app.SETTINGS, "run_state_table", "no-such-table", raising=False)
+    app.dynamodb_client.cache_clear()
+    assert invoke(event(s3_record("incoming/a.jpg")))["queued"] == 1
+    assert len(aws.queued()) == 1
+    app.dynamodb_client.cache_clear()

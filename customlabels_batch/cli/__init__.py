@@ -1,5 +1,6 @@
 """The `customlabels-batch` console script: `demo` runs the pipeline locally on the emulator;
-`run-now`, `status`, `redrive`, `export`, `relabel` and `reconcile` work on the deployed stack."""
+`run-now`, `status`, `pause`, `resume`, `redrive`, `export`, `relabel` and `reconcile` work on the
+deployed stack."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from customlabels_batch import waits
 from customlabels_batch.emulator.custom_labels import Annotations, ModelBehaviour
 from customlabels_batch.emulator.dataset import generate_sample_dataset
 from customlabels_batch.emulator.pipeline import (
@@ -264,6 +265,7 @@ def _summarise(report: dict, out: Path, gallery: Path, say: _Printer) -> None:
         f"{len(report['lostImages'])} lost",
         f"Model: {model['finalStatus']}, billed {model['billedInferenceUnitMinutes']:.1f} IU-minutes "
         f"≈ ${model['estimatedCostUsd']:.2f}; mapping {report['mapping']['finalState']}",
+        f"Time to result (upload to result): {waits.describe(report.get('timeToResult')) or 'no results'}",
         f"Notifications: {', '.join(n['subject'] for n in report['notifications']) or 'none'}",
         f"Time: {durations['emulatedSeconds'] / 60:.1f} emulated minutes in {durations['wallSeconds']:.1f} s",
         f"Outputs: {out}/results, {out}/errors, {out}/runs, {out}/run-report.json, {gallery}",
@@ -276,6 +278,7 @@ def _summarise(report: dict, out: Path, gallery: Path, say: _Printer) -> None:
             f"${record['estimatedCostUsd']:.2f}, {_count(record['imagesLabeled'])} labeled, "
             f"{_count(record['errorRecords'])} error records, "
             f"{_count(record['deadLetterQueueMessages'])} in the DLQ"
+            + (f"; waited {waited}" if (waited := waits.describe(record.get("timeToResult"))) else "")
         )
         for label, value in (
             ("why", record.get("reason")),

@@ -367,7 +367,12 @@ def collect_status(session: boto3.Session, outputs: StackOutputs) -> dict[str, A
         status["queues"]["triageFailureQueue"] = _queue_report(
             triage_failures, queue_counts(sqs, triage_failures)
         )
-    status["warnings"] = status_warnings(status)
+    from customlabels_batch.cli import schedules
+
+    status["schedules"] = schedules.collect(session, outputs)
+    status["warnings"] = status_warnings(status) + schedules.warnings(
+        status["schedules"], status["queues"]["queue"]["total"]
+    )
     return status
 
 
@@ -428,6 +433,10 @@ def print_status(status: dict[str, Any]) -> None:
     print(f"Model    {model['versionName']} ({model['projectName']}): {_model_summary(model)}")
     mapping = status["mapping"]
     print(f"Mapping  {mapping['uuid']}: {mapping['state']}")
+    if status.get("schedules"):
+        from customlabels_batch.cli import schedules
+
+        schedules.print_schedules(status["schedules"])
     print()
     print("Recent executions (newest first, times UTC)")
     _print_table(
@@ -597,9 +606,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     redrive_parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     redrive_parser.set_defaults(func=_one_line_errors(redrive_command))
 
-    from customlabels_batch.cli import results
+    from customlabels_batch.cli import results, schedules
 
     results.add_commands(subparsers, common)
+    schedules.add_commands(subparsers, common)
 
 
 def _one_line_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -19,7 +19,7 @@ from urllib.parse import quote_plus
 
 from botocore.exceptions import ClientError
 
-from customlabels_batch import gallery
+from customlabels_batch import gallery, waits
 from customlabels_batch.lambdas import images
 
 from . import deployed
@@ -491,6 +491,7 @@ def bucket_gallery(s3: Any, layout: Layout, filters: Filters, *, progress: TextI
         ("Minimum confidence", filters.min_confidence),
         ("Labeled from", filters.since.isoformat() if filters.since else None),
         ("Labeled until", filters.until.isoformat() if filters.until else None),
+        ("Time to result", waits.describe(waits.summary(waits.of_result(doc) for _, doc, _ in entries))),
     ]
     return gallery.render(
         "Custom Labels results", entries, errors, lambda counts: gallery.stats_headline(shown, counts)

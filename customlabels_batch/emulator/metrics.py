@@ -7,11 +7,9 @@ stamped with the emulated time, so the run recorder counts images labeled as it 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from unittest import mock
 
 
 def put_emf_blob(cloudwatch: Any, blob: dict[str, Any], timestamp: datetime) -> None:
@@ -52,27 +50,6 @@ def ingest_flushed_metrics(metrics: Any, *, now: Callable[[], datetime], region:
         return blob
 
     provider.serialize_metric_set = serialize_and_deliver
-
-
-def patches() -> list[Any]:
-    """Percentile statistics (`p50`, `p95`, ...), which CloudWatch computes for any metric and moto
-    does not: the run recorder reads the model's call latency with them."""
-    from moto.cloudwatch.models import Statistics
-
-    original = Statistics.get_statistics_for_type
-
-    def get_statistics_for_type(self, stat: str):
-        match = re.fullmatch(r"p(\d+(?:\.\d+)?)", stat)
-        if match is None:
-            return original(self, stat)
-        values = sorted(self.metric_single_values_list)
-        if not values:
-            return None
-        # Nearest rank, as CloudWatch describes its percentiles.
-        rank = max(1, -(-float(match[1]) * len(values) // 100))
-        return values[int(rank) - 1]
-
-    return [mock.patch.object(Statistics, "get_statistics_for_type", get_statistics_for_type)]
 
 
 def publish_in_service_units(

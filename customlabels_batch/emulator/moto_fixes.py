@@ -17,15 +17,20 @@
   scans every receipt handle: quadratic over a drain of thousands. A receive also lists every visible
   message before it takes the first few, and builds every queue attribute three times per received
   message (for its retention period) and per attribute GetQueueAttributes names.
+- CloudWatch: moto answers a percentile statistic (`p95`) with nothing; AWS computes it from the raw
+  values put (the run recorder reads the time to result as p50 and p95).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import threading
 from typing import Any
 from unittest import mock
+
+from customlabels_batch import waits
 
 # Also taken by the emulator where it reads moto's queues directly.
 SQS_LOCK = threading.RLock()
@@ -33,7 +38,32 @@ SQS_LOCK = threading.RLock()
 
 def patches(now: Any) -> list[Any]:
     """`now()` gives the emulated datetime the context object's StartTime should show."""
-    return [*_jsonata(), *_aws_sdk_tasks(), *_context_start_time(now), *_stop_wins(), *_sqs()]
+    return [
+        *_jsonata(),
+        *_aws_sdk_tasks(),
+        *_context_start_time(now),
+        *_stop_wins(),
+        *_sqs(),
+        *_cloudwatch_percentiles(),
+    ]
+
+
+def percentile(values: list[float], stat: str) -> float | None:
+    """`pNN` of raw values as the nearest rank: the smallest value that NN % of them do not exceed."""
+    return waits.percentile(values, float(stat[1:]) / 100)
+
+
+def _cloudwatch_percentiles() -> list[Any]:
+    from moto.cloudwatch.models import Statistics
+
+    original = Statistics.get_statistics_for_type
+
+    def get_statistics_for_type(self, stat):
+        if re.fullmatch(r"p\d+(\.\d+)?", stat):
+            return percentile(self.metric_single_values_list, stat)
+        return original(self, stat)
+
+    return [mock.patch.object(Statistics, "get_statistics_for_type", get_statistics_for_type)]
 
 
 def _stop_wins() -> list[Any]:

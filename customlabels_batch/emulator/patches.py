@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import moto
 
-from . import async_invoke, control_plane, data_plane, metrics, moto_fixes, services, speedups, virtual_time
+from . import async_invoke, control_plane, data_plane, moto_fixes, services, speedups, virtual_time
 from .state import Emulation
 
 SUPPORTED_MOTO = "5.2.5"
@@ -36,7 +36,6 @@ def applied(emulation: Emulation) -> Iterator[None]:
                 *control_plane.patches(emulation),
                 *data_plane.patches(emulation),
                 *async_invoke.patches(emulation),
-                *metrics.patches(),
                 *speedups.patches(),
             ):
                 stack.enter_context(patch)

@@ -21,6 +21,7 @@ from urllib.parse import unquote_plus
 import boto3
 from moto import mock_aws
 
+from customlabels_batch import waits
 from customlabels_batch.lambdas import images
 from customlabels_batch.settings import (
     CLEANUP_INPUT_PREFIX,
@@ -41,6 +42,7 @@ from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
 from .data_plane import MAX_KEY_BYTES
 from .event_source_mapping import EventSourceMappingEmulator, LambdaContext
 from .metrics import ingest_flushed_metrics, publish_in_service_units
+from .scheduler import EmulatedScheduler
 from .state import Emulation
 
 ACCOUNT = "123456789012"
@@ -362,7 +364,11 @@ class EmulatedPipeline:
             QueueName="triage-failures",
             Attributes={"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_DAYS * 86400)},
         )["QueueUrl"]
-        environment = config.function_environment(Use.TRIAGE, bucket=self.bucket, queueUrl=self.queue_url)
+        # With a latency budget the triage starts the wait clock in the run-state table.
+        clock = {"runStateTable": self.run_state_table} if config.max_wait_minutes is not None else {}
+        environment = config.function_environment(
+            Use.TRIAGE, bucket=self.bucket, queueUrl=self.queue_url, **clock
+        )
         function_arn = self._create_function(TRIAGE_NAME, "triage.app.lambda_handler", role, 30, environment)
         self.lam.put_function_event_invoke_config(
             FunctionName=TRIAGE_NAME,
@@ -391,6 +397,7 @@ class EmulatedPipeline:
         metrics (EMF, printed to stdout) in the processor's log."""
         module = functions.load_handler(functions.TRIAGE, "environment", environment)
         ingest_flushed_metrics(module.metrics, now=self.clock.datetime, region=self.config.region)
+        module._utc_now = self._utc_now
         log = self.options.processor_log
         if log is not None:
             handler = module.logger.registered_handler
@@ -419,6 +426,8 @@ class EmulatedPipeline:
             functions.PROCESSOR, f"environment_{index}", self._processor_environment
         )
         ingest_flushed_metrics(module.metrics, now=self.clock.datetime, region=self.config.region)
+        # The times it writes (labeledAt, recordedAt) are emulated, as are the uploads' event times.
+        module._utc_now = self._utc_now
         # This copy's pauses and pacing run on emulated time.
         module.time = types.SimpleNamespace(sleep=self.clock.sleep, monotonic=self.clock.now)
         # Its calls in flight run on threads that are clock actors.
@@ -455,6 +464,10 @@ class EmulatedPipeline:
             return module.lambda_handler(event, context)
 
         return invoke
+
+    def _utc_now(self) -> str:
+        """images.utc_now on the emulated clock (the format every pipeline document uses)."""
+        return self.clock.datetime().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def _processor_environment_base(self) -> dict[str, str]:
         return {
@@ -522,14 +535,14 @@ class EmulatedPipeline:
     def _run(self, on_tick: Callable[[EmulatedPipeline], None] | None) -> dict:
         wall_start = time.monotonic()
         started = self.clock.now()
-        period = _schedule_period(self.config.schedule) if self.config.schedule_enabled else None
+        scheduler = EmulatedScheduler(self.config, self.clock)
+        scheduler.due(started)  # the invocation this run stands for (a cron schedule's next, too)
         with self.clock.actor():
             if "object-deleted-before-processing" in self.options.faults:
                 self._delete_before_processing()
             self.start_execution({"trigger": "schedule"})
             if "duplicate-trigger" in self.options.faults:
                 self.start_execution({"trigger": "schedule"})  # the same event, delivered again
-            next_tick = started + period if period else math.inf
             while True:
                 self.clock.sleep(DRIVER_TICK_SECONDS)
                 now = self.clock.now()
@@ -547,16 +560,82 @@ class EmulatedPipeline:
                 if self.options.status_change_rule and self._emulate_status_change_rule(now, executions):
                     executions = self._executions()
                 running = any(e["status"] == "RUNNING" for e in executions)
-                if now >= next_tick:
-                    next_tick += period
-                    if running:  # the schedule keeps firing during a long run; the guard ends these
-                        self.start_execution({"trigger": "schedule"})
+                for payload in scheduler.due(now):
+                    if running:  # the schedules keep firing during a long run; the guard ends these
+                        self.start_execution(payload)
                 # A stopping model is still settling; the run ends once it has.
                 settled = self.model.status() != "STOPPING"
                 if settled and not running and not self._scheduled_uploads:
                     break
                 if now - started > self.options.max_emulated_seconds:
                     raise RuntimeError("the emulated run exceeded max_emulated_seconds")
+        return self.report(wall_seconds=time.monotonic() - wall_start, emulated_seconds=now - started)
+
+    def run_for(
+        self,
+        seconds: float,
+        *,
+        arrivals: Iterable[tuple[float, Upload]] = (),
+        schedules: bool = True,
+        max_tail_seconds: float = 2 * 86400,
+        on_tick: Callable[[EmulatedPipeline], None] | None = None,
+    ) -> dict:
+        """Drive the pipeline for `seconds` of emulated time as deployed: the schedules fire as
+        EventBridge Scheduler would (the batch schedule in its time zone, the latency check), each
+        upload of `arrivals` ((emulated seconds from now, upload), in order) is put when its time
+        comes (to the driver's tick), and the status-change rule acts. Then the schedules go on
+        firing, with no more uploads, until every image that arrived has left the queue and no
+        execution is running (at most `max_tail_seconds`). Returns the run report."""
+        if self.options.processor_log is not None:
+            with contextlib.redirect_stdout(self.options.processor_log):
+                return self._run_for(seconds, arrivals, schedules, max_tail_seconds, on_tick)
+        return self._run_for(seconds, arrivals, schedules, max_tail_seconds, on_tick)
+
+    def _run_for(self, seconds, arrivals, schedules, max_tail_seconds, on_tick) -> dict:
+        wall_start = time.monotonic()
+        started = self.clock.now()
+        pending = sorted(((started + at, upload) for at, upload in arrivals), key=lambda item: item[0])
+        scheduler = EmulatedScheduler(self.config, self.clock) if schedules else None
+        index = 0
+        with self.clock.actor():
+            now = started
+            while True:
+                if scheduler is not None:
+                    for payload in scheduler.due(now):
+                        self.start_execution(payload)
+                batch = []
+                while index < len(pending) and pending[index][0] <= now:
+                    batch.append(pending[index][1])
+                    index += 1
+                if batch:
+                    self.upload(batch)
+                if on_tick:
+                    on_tick(self)
+                if self.mapping.fatal:
+                    raise RuntimeError(f"an emulated event-source-mapping poller died:\n{self.mapping.fatal}")
+                self.mapping.ensure_pollers()
+                executions = self._executions()
+                if self.options.status_change_rule:
+                    self._emulate_status_change_rule(now, executions)
+                if now - started >= seconds and index == len(pending):
+                    running = any(e["status"] == "RUNNING" for e in self._executions())
+                    empty = not any(self.queue_counts().values())
+                    if empty and not running and self.model.status() != "STOPPING":
+                        break
+                    if now - started > seconds + max_tail_seconds:
+                        raise RuntimeError("the emulated run did not drain within max_tail_seconds")
+                # With nothing running, nothing can happen before the next upload or invocation: sleep
+                # until then (at least a tick; an upload is put at the first tick at or after its time).
+                running = any(e["status"] == "RUNNING" for e in executions)
+                wait = DRIVER_TICK_SECONDS
+                if not running and self.mapping_state() == "Disabled" and self.model.status() != "STOPPING":
+                    upcoming = [pending[index][0]] if index < len(pending) else []
+                    if scheduler is not None:
+                        upcoming.append(scheduler.next_due())
+                    if upcoming:
+                        wait = max(DRIVER_TICK_SECONDS, min(upcoming) - now)
+                self.clock.sleep(wait)
+                now = self.clock.now()
         return self.report(wall_seconds=time.monotonic() - wall_start, emulated_seconds=now - started)
 
     def _upload_due_images(self, now: float) -> None:
@@ -703,6 +782,16 @@ class EmulatedPipeline:
                 keys.append(unquote_plus(record["s3"]["object"]["key"]))
         return keys
 
+    def run_state_item(self, item_id: str) -> dict[str, str]:
+        """One item of the run-state table (the lease, the progress counter, the wait clock), as
+        attribute name -> value."""
+        item = (
+            boto3.client("dynamodb", region_name=self.config.region)
+            .get_item(TableName=self.run_state_table, Key={"id": {"S": item_id}}, ConsistentRead=True)
+            .get("Item", {})
+        )
+        return {name: next(iter(value.values())) for name, value in item.items() if name != "id"}
+
     def notifications(self) -> list[dict]:
         out = []
         while True:
@@ -780,6 +869,10 @@ class EmulatedPipeline:
                 accounted[key] = "triage-failure-queue"
             elif key.endswith("/"):
                 accounted[key] = "skipped-folder-marker"
+        result_documents = self.objects(config.results_prefix)
+        time_to_result = waits.summary(
+            waits.of_result(json.loads(body)) for body in result_documents.values()
+        )
         running_seconds = self.model.running_seconds()
         units = max(self.model.inference_units, config.min_inference_units)
         # Billing is the units in service summed over RUNNING time (auto-scaling changes them).
@@ -791,6 +884,8 @@ class EmulatedPipeline:
             "errorRecords": len(errors),
             "imagesByOutcome": _count(accounted.values()),
             "lostImages": sorted(set(self.uploaded) - accounted.keys()),
+            # Upload (the S3 event's time) to result, over every result in the bucket.
+            "timeToResult": time_to_result,
             "queue": self.queue_counts(),
             "deadLetterQueue": self.queue_counts(self.dlq_url),
             "executions": executions,
@@ -847,13 +942,6 @@ def _count(values: Iterable[str]) -> dict[str, int]:
     for value in values:
         out[value] = out.get(value, 0) + 1
     return out
-
-
-def _schedule_period(expression: str) -> float | None:
-    match = re.match(r"^rate\((\d+) (minute|hour|day)s?\)$", expression)
-    if not match:
-        return None  # cron schedules: the emulation starts one run, as the next tick would
-    return int(match[1]) * {"minute": 60, "hour": 3600, "day": 86400}[match[2]]
 
 
 def _detach_moto_dispatch(region: str, queue_arn: str) -> None:

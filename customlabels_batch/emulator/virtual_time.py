@@ -1,7 +1,7 @@
 """moto and botocore on the emulation's clock: Step Functions' Wait states, Retry intervals and state
-timestamps, SQS visibility and receive times, botocore's retry sleeps; every execution thread is a
-clock actor, and whatever an actor may be waiting for (a new message, a stopped execution) wakes the
-clock (a mapping update wakes it in control_plane)."""
+timestamps, SQS visibility and receive times, S3 event notifications' times, botocore's retry
+sleeps; every execution thread is a clock actor, and whatever an actor may be waiting for (a new
+message, a stopped execution) wakes the clock (a mapping update wakes it in control_plane)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def patches(emulation: Emulation) -> list[Any]:
         *_stepfunctions(emulation),
         *_stepfunctions_actors(emulation),
         *_sqs(emulation),
+        *_s3(emulation),
         *_botocore(emulation),
     ]
 
@@ -135,6 +136,23 @@ def _sqs(emulation: Emulation) -> list[Any]:
         mock.patch.object(sqs_models, "unix_time", unix_time),
         mock.patch.object(sqs_models, "unix_time_millis", unix_time_millis),
         mock.patch.object(sqs_models.Queue, "add_message", add_message),
+    ]
+
+
+def _s3(emulation: Emulation) -> list[Any]:
+    """An upload's event notification carries the emulated time (results record it as uploadedAt)."""
+    from moto.s3 import notifications
+
+    clock = emulation.clock
+    real = notifications.iso_8601_datetime_with_milliseconds
+
+    def iso_8601_datetime_with_milliseconds(value=None):
+        return real(value or clock.datetime().replace(tzinfo=None))
+
+    return [
+        mock.patch.object(
+            notifications, "iso_8601_datetime_with_milliseconds", iso_8601_datetime_with_milliseconds
+        )
     ]
 
 

@@ -540,6 +540,10 @@ def _process_image(image: ImageRef, message_id: str) -> None:
     _put_json(SETTINGS.bucket, result_key, result)
     _metric("ImagesLabeled")
     _metric("LabelsFound", len(labels))
+    # Upload to result, for the run record's percentiles (the upload's time comes with the event).
+    waited = images.seconds_between(image.uploaded_at, result["labeledAt"])
+    if waited is not None:
+        _metric("TimeToResultSeconds", waited, MetricUnit.Seconds)
     logger.info("Labeled image", key=image.key, resultKey=result_key, labelCount=len(labels))
 
 

@@ -4,7 +4,8 @@ The state machine invokes it once at the end of every run that reached the model
 or cleaned up. The state machine supplies what only it knows (when the model was seen RUNNING and
 when its stop was requested, the outcome, any error); this function adds what it can count (images
 labeled and error records from the processor's metrics, what is left in the queue and the
-dead-letter queue) and the arithmetic ASL cannot do (minutes, cost).
+dead-letter queue), how long its images waited from upload to result (p50, p95, the longest), and
+the arithmetic ASL cannot do (minutes, cost).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ USD_PER_LAMBDA_GB_SECOND = 0.0000133334
 # A minute counts as "the model was full" when at least this share of its calls was throttled: the
 # processors ask a little more than the model takes, so its accepted calls are its capacity.
 SATURATED_THROTTLED_SHARE = 0.02
+# The processor's per-image wait from upload to result; the record reports these of the run's images
+# (query id -> statistic; CloudWatch computes percentiles from the values the processor emitted).
+TIME_TO_RESULT_METRIC = "TimeToResultSeconds"
+TIME_TO_RESULT_STATS = {"images": "SampleCount", "p50": "p50", "p95": "p95", "max": "Maximum"}
 
 logger = Logger(service="customlabels-run-recorder")
 
@@ -173,6 +178,37 @@ def count_processor_metrics(started_at: datetime, ended_at: datetime) -> dict[st
         for result in page["MetricDataResults"]:
             totals[result["Id"]] += round(sum(result["Values"]))
     return totals
+
+
+def time_to_result(started_at: datetime, ended_at: datetime) -> dict[str, Any] | None:
+    """How long the run's images waited from upload to result: p50, p95 and the longest, in seconds,
+    over one period spanning the run (whole minutes at both ends). None when it labeled nothing."""
+    start = started_at.replace(second=0, microsecond=0)
+    end = ended_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    period = int((end - start).total_seconds())
+    metric = {
+        "Namespace": SETTINGS.processor_metrics_namespace,
+        "MetricName": TIME_TO_RESULT_METRIC,
+        "Dimensions": [{"Name": "service", "Value": SETTINGS.processor_service_name}],
+    }
+    queries = [
+        {"Id": query_id, "MetricStat": {"Metric": metric, "Period": period, "Stat": stat}, "ReturnData": True}
+        for query_id, stat in TIME_TO_RESULT_STATS.items()
+    ]
+    response = client("cloudwatch").get_metric_data(MetricDataQueries=queries, StartTime=start, EndTime=end)
+    first = {r["Id"]: (r["Values"] or [None])[0] for r in response["MetricDataResults"]}
+    if not first.get("images"):
+        return None
+    return {
+        "images": round(first["images"]),
+        "p50Seconds": _rounded(first.get("p50")),
+        "p95Seconds": _rounded(first.get("p95")),
+        "maxSeconds": _rounded(first.get("max")),
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def count_messages(queue_url: str) -> int:
@@ -318,6 +354,11 @@ def measure(started_at: datetime, ended_at: datetime) -> tuple[dict[str, Any], l
         counts.update(count_processor_metrics(started_at, ended_at))
     except (BotoCoreError, ClientError) as error:
         problems.append(f"processor metrics not counted: {error}")
+    try:
+        counts["timeToResult"] = time_to_result(started_at, ended_at)
+    except (BotoCoreError, ClientError) as error:
+        counts["timeToResult"] = None
+        problems.append(f"time to result not measured: {error}")
     queues = (
         ("messagesLeftInQueue", SETTINGS.queue_url),
         ("deadLetterQueueMessages", SETTINGS.dead_letter_queue_url),

@@ -11,17 +11,21 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import images, settings
 from ..images import ImageRef, NotAnS3NotificationError, PermanentImageError
 
 SEND_BATCH_MAX = 10  # SendMessageBatch's limit on entries per call
+# The latency budget's wait clock in the run-state table (the state machine reads and resets it).
+WAIT_CLOCK_ID = "wait-clock"
 
 logger = Logger()
 metrics = Metrics()
@@ -44,6 +48,11 @@ def s3_client() -> Any:
 @functools.cache
 def sqs_client() -> Any:
     return boto3.client("sqs")
+
+
+@functools.cache
+def dynamodb_client() -> Any:
+    return boto3.client("dynamodb")
 
 
 @logger.inject_lambda_context
@@ -95,7 +104,29 @@ def triage(event: Any, request_id: str) -> dict[str, int]:
         candidates.append((image, s3_record))
     _queue(candidates)
     outcome["queued"] += len(candidates)
+    if candidates and getattr(SETTINGS, "max_wait_minutes", None):
+        _start_wait_clock()
     return dict(outcome)
+
+
+def _start_wait_clock() -> None:
+    """The latency budget's clock, after the images are in the queue: when the first image since the
+    last drain was queued (kept if already set) and when the latest was. A run that drains the queue
+    clears the first only if nothing was queued after its empty counts began (the state machine's
+    ResetWaitClock), so an image queued meanwhile is never forgotten. A failed write is logged, not
+    raised: a retry would queue the images again, and a queue with no clock counts as overdue."""
+    moment = datetime.fromisoformat(_utc_now().replace("Z", "+00:00"))
+    now = str(round(moment.timestamp() * 1000))
+    try:
+        dynamodb_client().update_item(
+            TableName=SETTINGS.run_state_table,
+            Key={"id": {"S": WAIT_CLOCK_ID}},
+            UpdateExpression="SET lastQueuedAt = :now, firstQueuedAt = if_not_exists(firstQueuedAt, :now)",
+            ExpressionAttributeValues={":now": {"N": now}},
+        )
+    except (BotoCoreError, ClientError) as error:
+        logger.warning("Could not start the wait clock", error=str(error))
+        metrics.add_metric(name="WaitClockNotStarted", unit=MetricUnit.Count, value=1)
 
 
 def _queue(candidates: list[tuple[ImageRef, Any]]) -> None:
