@@ -179,10 +179,9 @@ class Settings(BaseModel):
         "`MaxResults` for DetectCustomLabels", Use.PROCESSOR, default=None, ge=1
     )
     processor_timeout_seconds: int = setting(
-        "Lambda timeout (a batch of 10 at a slow model's share of its capacity needs time); the queue's "
-        "visibility timeout is 6x this",
+        "Lambda timeout; the queue's visibility timeout is 6x this",
         Use.STACK,
-        default=120,
+        default=60,
         ge=1,
         le=900,
     )
