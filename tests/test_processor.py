@@ -94,7 +94,7 @@ class RekognitionStub:
     def fails(self, key: str, code: str, status: int = 400, *, times: int | None = None) -> None:
         # A throttled call is retried inside the handler, so failing for good takes every attempt.
         if times is None:
-            times = app.THROTTLE_ATTEMPTS if code in app.THROTTLE_CODES else 1
+            times = throttles_in_a_storm() if code in app.THROTTLE_CODES else 1
         for _ in range(times):
             self.stubber.add_client_error(
                 "detect_custom_labels",
@@ -259,10 +259,28 @@ def aws(processor_env: None) -> Any:
             getter.cache_clear()
 
 
+def throttles_in_a_storm() -> int:
+    """The calls of one message, throttled, until STORM_SECONDS pass (with the pauses fixture)."""
+    calls, elapsed = 1, 0.0
+    while elapsed < app.STORM_SECONDS:
+        elapsed += app._throttle_pause(calls)
+        calls += 1
+    return calls
+
+
 @pytest.fixture
 def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses the handler takes. They pass on a clock of their own, on which calls take no time,
+    and each is the longest of its jitter, so a throttling storm takes a known number of calls."""
     recorded: list[float] = []
-    monkeypatch.setattr(app, "time", SimpleNamespace(sleep=recorded.append, monotonic=time.monotonic))
+    now = [1000.0]
+
+    def sleep(seconds: float) -> None:
+        recorded.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(app, "time", SimpleNamespace(sleep=sleep, monotonic=lambda: now[0]))
+    monkeypatch.setattr(app, "random", SimpleNamespace(uniform=lambda low, high: high))
     # One call at a time, so the Stubber's answers are taken in order (concurrency is tested below).
     monkeypatch.setattr(app, "window", app.CallWindow(most=1))
     return recorded
@@ -296,8 +314,9 @@ def test_one_image_gets_one_result_with_labels_settings_source_and_model(aws, re
 def test_a_message_throttled_on_every_attempt_is_retried_soon_and_the_batch_backs_off_with_it(
     aws, rekognition
 ):
-    """Ten throttles in a row are a throttling storm, not a full model: the rest of the batch backs off
-    too, without a call, instead of spending the invocation (and its receives) on the storm."""
+    """STORM_SECONDS without an accepted call are a throttling storm, not a full model: the rest of the
+    batch backs off too, without a call, instead of spending the invocation (and its receives) on
+    the storm."""
     rekognition.returns("incoming/a.jpg", LABELS)
     rekognition.fails("incoming/b.jpg", "ProvisionedThroughputExceededException")
     event = deliver(
@@ -311,7 +330,7 @@ def test_a_message_throttled_on_every_attempt_is_retried_soon_and_the_batch_back
     response = invoke(event)
 
     assert response == failures(throttled["messageId"], after["messageId"])
-    assert rekognition.keys == ["incoming/a.jpg"] + ["incoming/b.jpg"] * app.THROTTLE_ATTEMPTS
+    assert rekognition.keys == ["incoming/a.jpg"] + ["incoming/b.jpg"] * throttles_in_a_storm()
     assert stored(aws) == {"results/a.jpg.json": result_doc("incoming/a.jpg", LABELS)}
     # Accepted by moto (status 200), so queue URL and receipt handle were the real ones.
     assert aws.visibility_changes == [
@@ -596,9 +615,8 @@ def test_an_unknown_code_with_status_429_is_retried_as_a_throttle(aws, rekogniti
     event = deliver(aws, notification(s3_record("incoming/a.jpg")))
 
     assert invoke(event) == NO_FAILURES
-    # The throttle's short pause (then, below a window of one call, the window's spacing).
-    assert app.THROTTLE_PAUSE_SECONDS[0] <= pauses[0] <= app.THROTTLE_PAUSE_SECONDS[1]
-    assert app.window.limit < 1 and pauses[1:] == [pytest.approx(app.window.gap())]
+    # The throttle's short pause, and nothing else.
+    assert pauses == [app.THROTTLE_PAUSE_SECONDS[1]]
     assert stored(aws)["results/a.jpg.json"]["customLabels"] == LABELS
 
 
@@ -741,7 +759,7 @@ def test_metrics_count_labeled_images_labels_error_records_and_retries(aws, reko
         total(n)
         for n in ("ImagesLabeled", "LabelsFound", "ErrorRecords", "TransientFailures", "ModelCallsAccepted")
     ] == [2, 3, 1, 1, 2]
-    assert total("ModelCallsThrottled") == app.THROTTLE_ATTEMPTS
+    assert total("ModelCallsThrottled") == throttles_in_a_storm()
     assert len(emf[-1]["ProcessorSeconds"] if isinstance(emf[-1]["ProcessorSeconds"], list) else [1]) == 1
 
 
@@ -762,33 +780,87 @@ def test_retry_delay_doubles_per_delivery_up_to_five_minutes():
     assert [app.retry_delay(10, n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
 
 
-def test_the_call_window_doubles_until_throttled_then_balances_growth_against_throttles():
+def test_the_call_window_starts_at_a_batch_and_balances_growth_against_throttles(monkeypatch):
+    monkeypatch.setattr(app, "budget", app.TimeBudget())  # all the time in the world
     window = app.CallWindow(most=10)
-    for _ in range(3):
-        window.accepted(0.5)
-    assert window.limit == 4 and window.allowed() == 4
-    window.throttled()
-    assert window.limit == pytest.approx(4 * app.CallWindow.SHRINK) and window.allowed() == 3
-    window.accepted(0.5)  # past the first throttle, an accepted call widens it a little
-    assert window.limit == pytest.approx(4 * app.CallWindow.SHRINK * app.CallWindow.GROW)
+    assert window.limit == 10 and window.allowed() == 10
+    sent = time.monotonic()
+    window.throttled(sent)
+    assert window.limit == pytest.approx(10 * app.CallWindow.SHRINK) and window.allowed() == 9
+    # Calls sent with the first met the same full model: they do not narrow it again.
+    for _ in range(9):
+        window.throttled(sent)
+    assert window.limit == pytest.approx(10 * app.CallWindow.SHRINK)
+    window.accepted(0.5)
+    assert window.limit == pytest.approx(10 * app.CallWindow.SHRINK * app.CallWindow.GROW)
     for _ in range(1000):
         window.accepted(0.5)
     assert window.limit == 10  # never more than a batch
+    # Each call sent after the last narrowing narrows it again.
     for _ in range(40):
-        window.throttled()
+        window.throttled(time.monotonic() + 1)
     # Below one call it spaces this environment's calls: one call, then (1/limit - 1) calls' time.
     assert window.allowed() == 1
     assert window.gap() == pytest.approx(0.5 * (1 / window.limit - 1))
     for _ in range(1000):
-        window.throttled()
+        window.throttled(time.monotonic() + 1)
     assert window.limit == app.CallWindow.LOWEST
+
+
+def test_the_window_never_spaces_calls_so_far_apart_that_the_batch_cannot_start(monkeypatch):
+    window = app.CallWindow(limit=app.CallWindow.LOWEST, most=10)
+    window.accepted(0.5)
+    budget = app.TimeBudget()
+    budget.until, budget.unfinished = time.monotonic() + 40, 8  # 40 s left for 8 messages
+    monkeypatch.setattr(app, "budget", budget)
+    # One call per 5 s at most, not one per 100 calls' time (50 s): all eight still start.
+    assert window.gap() == pytest.approx(5 - window.latency, abs=0.01)
+    budget.unfinished = 1000
+    assert window.gap() == 0
+
+
+def test_throttled_calls_beyond_the_window_step_back_and_start_again_when_there_is_room(aws, monkeypatch):
+    """Messages retrying throttled calls count against the window: when throttles narrow it, the
+    calls beyond it wait for a place instead of retrying at a model that is already full."""
+    keys = [f"incoming/{i}.jpg" for i in range(6)]
+    event = deliver(aws, *(notification(s3_record(k)) for k in keys))
+    monkeypatch.setattr(app, "window", app.CallWindow(limit=6.0, most=10))
+    in_flight, most_after_throttles, calls, lock = [0], [0], [0], threading.Lock()
+    throttles = [6]  # the first six calls are throttled
+
+    def detect_custom_labels(**params):
+        with lock:
+            calls[0] += 1
+            in_flight[0] += 1
+            if throttles[0] == 0:
+                most_after_throttles[0] = max(most_after_throttles[0], in_flight[0])
+        time.sleep(0.02)
+        with lock:
+            in_flight[0] -= 1
+            if throttles[0] > 0:
+                throttles[0] -= 1
+                raise ClientError(
+                    {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "full"}},
+                    "DetectCustomLabels",
+                )
+        return {"CustomLabels": []}
+
+    client = SimpleNamespace(detect_custom_labels=detect_custom_labels)
+    monkeypatch.setattr(app, "rekognition_client", functools.cache(lambda: client))
+
+    assert invoke(event) == NO_FAILURES
+    assert sorted(stored(aws)) == sorted(f"results/{i}.jpg.json" for i in range(6))
+    # Six sent together met the same full model: one narrowing (to 5.4), then six accepted calls.
+    grow, shrink = app.CallWindow.GROW, app.CallWindow.SHRINK
+    assert app.window.limit == pytest.approx(6 * shrink * grow**6)
+    # One of the six stepped back instead of retrying: never more than five at once since.
+    assert calls[0] == 12 and most_after_throttles[0] <= 5
 
 
 def test_a_batch_keeps_as_many_calls_in_flight_as_the_window_allows(aws, monkeypatch):
     keys = [f"incoming/{i}.jpg" for i in range(8)]
     event = deliver(aws, *(notification(s3_record(k)) for k in keys))
     monkeypatch.setattr(app, "window", app.CallWindow(limit=3.0, most=10))
-    app.window.probing = False
     in_flight, most, lock = [0], [0], threading.Lock()
 
     def detect_custom_labels(**params):

@@ -583,7 +583,8 @@ class EmulatedModel:
         # most one second's worth, so short bursts pass and sustained excess is throttled.
         capacity = max(self._units_at(now), 1) * self.behaviour.tps_per_inference_unit
         refill = (now - self._refilled_at) * capacity
-        self._tokens = min(capacity, self._tokens + refill)
+        # (At least one call: a model slower than one call a second still takes one now and then.)
+        self._tokens = min(max(capacity, 1.0), self._tokens + refill)
         self._refilled_at = now
         if self._tokens < 1:
             return f"More than {capacity:g} requests per second for the running inference units."

@@ -75,8 +75,8 @@ FAULTS = {
     "model-started-externally": "Someone started the model before the run, with 4 inference units.",
     "output-write-denied": "Every PutObject the pipeline sends is denied (a bucket policy it does not meet).",
     "model-access-denied": "DetectCustomLabels is denied to the processor (AccessDeniedException).",
-    "slow-calls": "Every DetectCustomLabels call takes 40 % of the function's timeout: a third round of "
-    "calls would not end in time.",
+    "slow-calls": "Every DetectCustomLabels call takes 40 % of the function's timeout: a batch's calls run "
+    "side by side, and a third round of calls would not end in time.",
     "object-deleted-before-processing": "The first image is deleted before the run, and a message without a "
     "size names an object that no longer exists.",
 }

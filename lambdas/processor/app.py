@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import itertools
 import math
 import random
 import threading
@@ -49,9 +50,10 @@ REKOGNITION_CLIENT_CONFIG = Config(
     max_pool_connections=MAX_CALLS_IN_FLIGHT,
 )
 THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException"})
-# Per image and delivery, about 10 s of retries: at the model's capacity a few percent of calls are
-# throttled, so ten in a row means a throttling storm, and the message backs off instead.
-THROTTLE_ATTEMPTS = 10
+# A throttled call is retried within the invocation, after a short pause: at the model's capacity a
+# good share of calls is throttled, which costs nothing. Only this environment going this long
+# without one accepted call is a throttling storm, and its messages back off instead.
+STORM_SECONDS = 30.0
 THROTTLE_PAUSE_SECONDS = (0.02, 0.1)  # jittered so concurrent environments don't retry in step
 MAX_THROTTLE_PAUSE_SECONDS = 1.6
 # Retrying these cannot help: the image itself is unusable.
@@ -152,25 +154,41 @@ breaker = Breaker()
 
 
 class ModelSaturatedError(TransientImageError):
-    """Not attempted: another message just had every call throttled. It backs off with the message
-    (as that one does) instead of spending the invocation's time, and its receives, on the storm."""
+    """Not attempted: this environment is in a throttling storm. It backs off with the message that
+    found the storm instead of spending the invocation's time, and its receives, on it."""
 
 
-# After a message used up its throttle attempts, this environment's other messages back off too.
+# After a storm is found, this environment's other messages back off too, for this long.
 SATURATED_SECONDS = 10.0
 
 
 class Saturation:
-    def __init__(self) -> None:
-        self.since = -math.inf
+    """Tells a throttling storm from a full model: a full model accepts some calls, whatever its
+    speed; a storm accepts none. The environment's calls share it."""
 
-    def trip(self) -> None:
-        self.since = time.monotonic()
+    def __init__(self) -> None:
+        self.since = -math.inf  # when the storm was found
+        self.throttled_since: float | None = None  # the first throttle since the last accepted call
+        self._lock = threading.Lock()
+
+    def accepted(self) -> None:
+        self.throttled_since = None
+
+    def throttled(self) -> bool:
+        """Count a throttled call; True once STORM_SECONDS passed without an accepted call."""
+        now = time.monotonic()
+        with self._lock:
+            if self.throttled_since is None:
+                self.throttled_since = now
+            if now - self.throttled_since < STORM_SECONDS:
+                return False
+            self.since, self.throttled_since = now, None
+            return True
 
     def check(self) -> None:
         if time.monotonic() - self.since < SATURATED_SECONDS:
             raise ModelSaturatedError(
-                "Not attempted: the model throttled every call of another message just now."
+                f"Not attempted: the model accepted none of this environment's calls for {STORM_SECONDS:g} s."
             )
 
 
@@ -214,10 +232,15 @@ class TimeBudget:
     def __init__(self) -> None:
         self.until = math.inf
         self.slowest_call = 0.0
+        self.unfinished = 0  # messages of the invocation not finished (set by _process_concurrently)
 
     def start(self, context: LambdaContext) -> None:
         self.until = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - TIME_MARGIN_SECONDS
         self.slowest_call = 0.0
+
+    def spare_per_message(self) -> float:
+        """The time left to start work in, per message of the invocation not yet finished."""
+        return (self.until - time.monotonic()) / max(self.unfinished, 1)
 
     def observe(self, seconds: float) -> None:
         self.slowest_call = max(self.slowest_call, seconds)
@@ -258,6 +281,8 @@ def _attempt(record: SQSRecord, retried: bool) -> None:
             _move_to_dead_letter_queue(record)
         else:
             _process_message(record)
+    except Crowded:
+        raise
     except PipelineMisconfiguredError as error:
         if not str(error).startswith("Not attempted"):
             breaker.trip(str(error))
@@ -313,10 +338,13 @@ def _process_concurrently(records: list[SQSRecord]) -> list[SQSRecord]:
         while pending and len(running) < window.allowed():
             record = pending.popleft()
             running[_pool().submit(record_handler, record)] = record
+        window.in_flight, budget.unfinished = len(running), len(running) + len(pending)
         done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
         for future in done:
             record = running.pop(future)
-            if (error := future.exception()) is not None:
+            if isinstance(error := future.exception(), Crowded):
+                pending.appendleft(record)  # starts again when the window has room
+            elif error is not None:
                 if not isinstance(error, Exception):
                     raise error  # the runtime itself is going down: nothing more runs
                 failed.append(record)
@@ -326,42 +354,67 @@ def _process_concurrently(records: list[SQSRecord]) -> list[SQSRecord]:
 class CallWindow:
     """How many DetectCustomLabels calls this execution environment keeps in flight, found at run
     time: the model says it is full by throttling (which it does not bill), so the window grows a
-    little with every accepted call and shrinks with every throttled one.
+    little with every accepted call and shrinks when calls are throttled.
 
-    It starts at one call and grows by one per accepted call (doubling per round trip) until the
-    first throttle. From then on every accepted call widens it by GROW and every throttled call
-    narrows it by SHRINK, which balances where about 9 % of calls are throttled: the environments
-    together ask a little more than the model can take, so it never waits for work, whatever its
-    throughput and latency and however many environments share it. Below one call the window
-    spaces this environment's calls: at 0.25, one call, then three calls' time of pause."""
+    - It starts at a whole batch: throttles bring it down within a few round trips, where growing
+      from one call would leave a fast model idle while it grew.
+    - Every accepted call widens it by GROW. A throttled call narrows it by SHRINK, once per flight:
+      calls sent together meet the same full model, so only a call sent after the last narrowing
+      narrows it again. A throttled call that finds more calls in flight than the window allows
+      steps back (Crowded) and waits for a place, so the window bounds the calls that retry too.
+    - The environments together ask a little more than the model can take, so it never waits for
+      work, whatever its throughput and latency and however many environments share it.
+    - Below one call the window spaces this environment's calls (at 0.25, one call, then three
+      calls' time of pause), but never so far apart that the invocation's messages could not all
+      start in its time."""
 
-    GROW = 1.02
+    GROW = 1.05
     SHRINK = 0.9
     LOWEST = 0.01
 
-    def __init__(self, *, limit: float = 1.0, most: int = MAX_CALLS_IN_FLIGHT) -> None:
-        self.limit = limit
+    def __init__(self, *, limit: float | None = None, most: int = MAX_CALLS_IN_FLIGHT) -> None:
+        self.limit = float(most) if limit is None else limit
         self.most = most
-        self.probing = True  # until the first throttle
+        self.in_flight = 0  # messages being worked on (set by _process_concurrently)
         self.latency = 0.0  # smoothed, of accepted calls
+        self.narrowed_at = -math.inf  # monotonic
         self._lock = threading.Lock()
 
     def allowed(self) -> int:
         return max(1, min(self.most, int(self.limit)))
 
+    def step_back(self) -> bool:
+        """True if a call is in flight beyond the window: the caller's message leaves it."""
+        with self._lock:
+            if self.in_flight <= self.allowed():
+                return False
+            self.in_flight -= 1
+            return True
+
     def accepted(self, seconds: float) -> None:
         with self._lock:
             self.latency = seconds if not self.latency else 0.8 * self.latency + 0.2 * seconds
-            self.limit = min(self.limit + 1 if self.probing else self.limit * self.GROW, float(self.most))
+            self.limit = min(self.limit * self.GROW, float(self.most))
 
-    def throttled(self) -> None:
+    def throttled(self, started: float) -> None:
+        """A call sent at `started` (monotonic) was throttled."""
         with self._lock:
-            self.probing = False
-            self.limit = max(self.LOWEST, self.limit * self.SHRINK)
+            if started >= self.narrowed_at:
+                self.limit = max(self.LOWEST, self.limit * self.SHRINK)
+                self.narrowed_at = time.monotonic()
 
     def gap(self) -> float:
-        """The pause after a call that keeps this environment at a window below one call."""
-        return self.latency * (1 / self.limit - 1) if self.limit < 1 else 0.0
+        """The pause after a call that keeps this environment at a window below one call, at most
+        what leaves time for the invocation's unfinished messages."""
+        if self.limit >= 1:
+            return 0.0
+        spare = budget.spare_per_message() - self.latency
+        return max(0.0, min(self.latency * (1 / self.limit - 1), spare))
+
+
+class Crowded(Exception):
+    """A throttled call found more calls in flight than the window allows: its message goes back to
+    the invocation's own queue (not SQS) and starts again when there is room."""
 
 
 window = CallWindow()
@@ -580,7 +633,7 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
         params["MinConfidence"] = SETTINGS.min_confidence
     if SETTINGS.max_results is not None:
         params["MaxResults"] = SETTINGS.max_results
-    for attempt in range(1, THROTTLE_ATTEMPTS + 1):
+    for attempt in itertools.count(1):
         started = time.monotonic()
         try:
             labels = rekognition_client().detect_custom_labels(**params)["CustomLabels"]
@@ -592,15 +645,16 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
             if kind == DENIED:
                 raise PipelineMisconfiguredError(f"DetectCustomLabels is denied: {error}") from error
             if kind == THROTTLED:
-                window.throttled()
+                window.throttled(started)
                 _metric("ModelCallsThrottled")
-                if attempt < THROTTLE_ATTEMPTS and budget.left():
+                storm = saturation.throttled()
+                if not storm and window.step_back():
+                    raise Crowded from None
+                if not storm and budget.left():
                     # The model's capacity is fully used: a slot frees within a second, so retry
                     # soon instead of backing off for seconds and leaving paid capacity idle.
                     time.sleep(_throttle_pause(attempt))
                     continue
-            if kind == THROTTLED:
-                saturation.trip()
             if kind in (TRANSIENT, THROTTLED):
                 raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
             # Any other 4xx: this request, for this image, can never succeed as sent.
@@ -626,6 +680,7 @@ def _accepted(seconds: float) -> None:
     """The model took the call (labels, or an image it cannot read): capacity used; below a
     window of one call, pause before this environment's next call."""
     window.accepted(seconds)
+    saturation.accepted()
     _metric("ModelCallsAccepted")
     _metric("ModelCallSeconds", seconds, MetricUnit.Seconds)
     if gap := window.gap():
