@@ -678,6 +678,10 @@ def _state_machine_derived(s: Settings) -> dict[str, Any]:
         # Enabling the mapping sizes its concurrency to the units the running model reports (someone
         # may have started it with more); 0 keeps an explicit maxConcurrency as deployed.
         "ConcurrencyPerInferenceUnit": 0 if s.max_concurrency else CONCURRENCY_PER_INFERENCE_UNIT,
+        # At a model an earlier run measured as slow, fewer environments per unit (each then has a
+        # larger share of the model): enough that a batch takes at most half the processor's timeout
+        # at the measured calls per second per unit, at most CONCURRENCY_PER_INFERENCE_UNIT.
+        "EnvironmentsPerCallPerSecond": round(s.processor_timeout_seconds / 2 / s.batch_size, 3),
         # The lease outlives the longest run these settings allow, so an expired lease can only
         # belong to a run that has ended.
         "LeaseSeconds": s.longest_run_seconds + LEASE_MARGIN_SECONDS,

@@ -50,6 +50,10 @@ def test_the_first_run_sizes_the_units_from_the_backlog_and_the_configured_guess
     assert first["model"]["inferenceUnits"] == 4
     # Enough environments for every unit the model may have.
     assert first["mapping"]["maximumConcurrency"] == 4 * CONCURRENCY_PER_INFERENCE_UNIT
+    assert record["environmentsChosen"] == {
+        "perUnit": CONCURRENCY_PER_INFERENCE_UNIT,
+        "why": f"{CONCURRENCY_PER_INFERENCE_UNIT} per unit: no run has measured the model yet",
+    }
 
 
 def test_the_run_record_measures_what_the_model_did(two_runs):
@@ -82,3 +86,17 @@ def test_the_next_run_sizes_the_units_from_the_measured_capacity(two_runs):
     expected = max(1, min(4, math.ceil(120 / (measured * 60))))
     assert record["unitsChosen"]["units"] == record["inferenceUnits"] == expected < 4
     assert "measured by an earlier run" in record["unitsChosen"]["why"]
+
+
+def test_the_next_run_gives_a_slow_model_fewer_environments_per_unit(two_runs):
+    first, second = two_runs
+    measured = first["runRecords"][0]["record"]["model"]["acceptedPerSecondPerUnit"]
+    record = second["runRecords"][-1]["record"]
+    # Each environment's batch of 10 in at most half the 60 s timeout: a third of a call per
+    # second each, so a unit that takes 2 calls a second gets 6 environments, not 8.
+    per_unit = min(CONCURRENCY_PER_INFERENCE_UNIT, math.ceil(measured * 30 / 10))
+    assert per_unit < CONCURRENCY_PER_INFERENCE_UNIT
+    assert record["environmentsChosen"]["perUnit"] == per_unit
+    assert "measured by an earlier run" in record["environmentsChosen"]["why"]
+    # For every unit the model may have (maxInferenceUnits is 4).
+    assert second["mapping"]["maximumConcurrency"] == 4 * per_unit

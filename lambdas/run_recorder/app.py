@@ -123,6 +123,8 @@ def build_record(
         "maxInferenceUnits": max_units,
         # How this run chose the units it started the model with (targetDrainMinutes).
         "unitsChosen": run.get("unitsChosen"),
+        # How many environments per unit the mapping was given (fewer at a model measured as slow).
+        "environmentsChosen": run.get("environmentsChosen"),
         "estimatedCostUsd": round(minutes / 60 * units * usd_per_inference_unit_hour, 4),
         "estimate": (
             f"RUNNING minutes seen by this run x {units} inference unit(s) x "
