@@ -667,7 +667,6 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
             raise TransientImageError(f"Could not reach Rekognition: {error}") from error
         _accepted(_observe(started))
         return labels
-    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _observe(started: float) -> float:
