@@ -73,6 +73,24 @@ def test_a_throttled_call_takes_a_round_trip_and_is_counted(clock):
     assert model.calls["Throttled"] == 1
 
 
+@pytest.mark.parametrize(("burst_seconds", "taken"), [(1.0, 2), (3.0, 6)])
+def test_after_a_pause_the_model_takes_burst_seconds_of_capacity_at_once(clock, burst_seconds, taken):
+    # AWS documents no burst: by default one second's worth (a pause loses capacity for good), as
+    # an option more.
+    model = running_model(
+        clock,
+        tps_per_inference_unit=2,
+        latency_seconds=0,
+        throttle_round_trip_seconds=0,
+        burst_seconds=burst_seconds,
+    )
+    clock.sleep(60)  # a quiet minute refills the bucket
+    outcomes = [call(model) >= 0 and model.calls["Throttled"] == 0 for _ in range(taken + 1)]
+    assert outcomes == [True] * taken + [False]
+    clock.sleep(0.5)  # then it refills at capacity: one call per half second
+    assert call(model) == 0 and model.calls["Throttled"] == 1
+
+
 def test_billing_sums_units_in_service_and_the_metric_adds_up_to_it(clock):
     model = running_model(clock, units=2)
     clock.sleep(90)

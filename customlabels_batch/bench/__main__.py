@@ -47,6 +47,7 @@ class Scenario:
     # The emulated model's true capacity and median call latency (the configuration never says).
     tps: float = TPS_PER_IU
     latency: float = 0.4
+    burst_seconds: float = 1.0  # what the model takes at once after a pause (AWS is silent)
     overrides: tuple[tuple[str, str], ...] = ()  # configuration (cdk.json context) beside CONTEXT
     policies: tuple[str, ...] = ("pipeline", "reference")
     suite: str = "costs"
@@ -76,6 +77,21 @@ CAPACITY = [
             suite="capacity",
         )
         for tps in MATRIX_TPS
+        for latency in MATRIX_LATENCY
+    ),
+    # AWS documents no burst: the matrix runs the least forgiving (one second's worth); the slow row
+    # again with three seconds' worth shows how much a pause in the calls costs.
+    *(
+        Scenario(
+            f"2000 images, {MATRIX_TPS[0]:g} TPS/unit, {latency:g} s calls, 3 s burst",
+            2000,
+            5,
+            tps=MATRIX_TPS[0],
+            latency=latency,
+            burst_seconds=3.0,
+            policies=("pipeline",),
+            suite="capacity",
+        )
         for latency in MATRIX_LATENCY
     ),
     Scenario(
@@ -133,6 +149,7 @@ def run_one(
             start_seconds=scenario.start_minutes * 60,
             tps_per_inference_unit=scenario.tps,
             latency_seconds=scenario.latency,
+            burst_seconds=scenario.burst_seconds,
         ),
         definition=STATE_MACHINE_ASL if policy == "pipeline" else REFERENCE_ASL,
         processor_log=open(os.devnull, "w"),  # noqa: SIM115 - closed with the process
@@ -203,6 +220,7 @@ def _measure(scenario, policy, report, model, *, wall_seconds) -> dict:
         "mostUnitsInService": report["model"]["mostUnitsInService"],
         "tps": scenario.tps,
         "latency": scenario.latency,
+        "burstSeconds": scenario.burst_seconds,
         "suite": scenario.suite,
         "drainMinutes": round((model.last_call_done_at - model.first_call_at) / 60, 2)
         if model.first_call_at is not None
@@ -311,8 +329,12 @@ def targets(rows: list[dict], config) -> list[dict]:
     return checks
 
 
+def _matrix_cell(row: dict, burst_seconds: float = 1.0) -> bool:
+    return row["suite"] == "capacity" and row["images"] == 2000 and row["burstSeconds"] == burst_seconds
+
+
 def capacity_targets(rows: list[dict]) -> list[dict]:
-    cells = [r for r in rows if r["suite"] == "capacity" and r["scenario"].startswith("2000 images,")]
+    cells = [r for r in rows if _matrix_cell(r)]
     checks = []
     if cells:
         low = min(cells, key=lambda r: r["drainThroughputShare"] or 0)
@@ -367,7 +389,8 @@ def capacity_targets(rows: list[dict]) -> list[dict]:
 
 
 def print_matrix(rows: list[dict], out) -> None:
-    cells = {(r["tps"], r["latency"]): r for r in rows if r["suite"] == "capacity" and r["images"] == 2000}
+    cells = {(r["tps"], r["latency"]): r for r in rows if _matrix_cell(r)}
+    bursts = {(r["tps"], r["latency"]): r for r in rows if _matrix_cell(r, 3.0)}
     if not cells:
         return
     print(
@@ -382,10 +405,13 @@ def print_matrix(rows: list[dict], out) -> None:
     header = f"{'TPS per unit':>12} | " + " | ".join(f"{f'{lat:g} s calls':^27}" for lat in MATRIX_LATENCY)
     print(header, file=out)
     print("-" * len(header), file=out)
-    for tps in MATRIX_TPS:
+    lines = [(f"{tps:g}", cells, tps) for tps in MATRIX_TPS]
+    if bursts:
+        lines.append((f"{MATRIX_TPS[0]:g}, 3 s burst", bursts, MATRIX_TPS[0]))
+    for label, table, tps in lines:
         parts = []
         for latency in MATRIX_LATENCY:
-            r = cells.get((tps, latency))
+            r = table.get((tps, latency))
             parts.append(
                 "-".center(27)
                 if r is None
@@ -393,7 +419,7 @@ def print_matrix(rows: list[dict], out) -> None:
                 f"({r['minimumModelMinutes']:>4.1f}) {r['throttledPerAccepted']:>4.2f} "
                 f"{r['processorCostShare'] or 0:>4.1%}"
             )
-        print(f"{tps:>12g} | " + " | ".join(parts), file=out)
+        print(f"{label:>12} | " + " | ".join(parts), file=out)
     for r in rows:
         if r["suite"] == "capacity" and r["images"] != 2000:
             timeline = ", ".join(

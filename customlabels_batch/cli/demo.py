@@ -56,6 +56,13 @@ def add_command(subparsers) -> None:
     parser.add_argument("--model-stop-seconds", type=float, default=60.0, help="emulated model stop time")
     parser.add_argument("--tps-per-iu", type=float, default=5.0, help="model capacity per inference unit")
     parser.add_argument("--latency-seconds", type=float, default=0.4, help="one DetectCustomLabels call")
+    parser.add_argument(
+        "--burst-seconds",
+        type=float,
+        default=1.0,
+        help="seconds of capacity the model takes at once after a pause (AWS gives no figure; "
+        "default: %(default)s, the least forgiving)",
+    )
     parser.add_argument("--inference-units", type=int, help="minInferenceUnits (default: from cdk.json)")
     parser.add_argument(
         "--time-scale",
@@ -116,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
             stop_seconds=args.model_stop_seconds,
             tps_per_inference_unit=args.tps_per_iu,
             latency_seconds=args.latency_seconds,
+            burst_seconds=args.burst_seconds,
         )
         say = _Printer(quiet=args.quiet)
         say(

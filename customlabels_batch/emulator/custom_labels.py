@@ -82,6 +82,10 @@ class ModelBehaviour:
     latency_spread: float = 0.35
     # A throttled call still takes a network round trip before its error arrives (AWS gives no figure).
     throttle_round_trip_seconds: float = 0.05
+    # How many seconds of capacity the throughput meter lets through at once after a quiet spell.
+    # AWS documents no burst; the default, one second's worth, is the least forgiving guess (a pause
+    # in the calls loses capacity for good). Longer bursts forgive pauses: bench and test both.
+    burst_seconds: float = 1.0
     seed: int = 0  # the latency draws repeat for a seed
     start_fails: bool = False  # STARTING -> FAILED instead of RUNNING
     initial_status: str = "STOPPED"  # any status in STATUS_MESSAGES
@@ -580,11 +584,11 @@ class EmulatedModel:
         if any(since + start <= now < since + end for start, end in self.behaviour.throttle_windows):
             return "Throughput exceeded (throttling storm)."
         # A token bucket, as AWS meters throughput: refills at capacity per second and holds at
-        # most one second's worth, so short bursts pass and sustained excess is throttled.
+        # most burst_seconds' worth, so short bursts pass and sustained excess is throttled.
         capacity = max(self._units_at(now), 1) * self.behaviour.tps_per_inference_unit
         refill = (now - self._refilled_at) * capacity
         # (At least one call: a model slower than one call a second still takes one now and then.)
-        self._tokens = min(max(capacity, 1.0), self._tokens + refill)
+        self._tokens = min(max(capacity * self.behaviour.burst_seconds, 1.0), self._tokens + refill)
         self._refilled_at = now
         if self._tokens < 1:
             return f"More than {capacity:g} requests per second for the running inference units."

@@ -930,6 +930,7 @@ class EmulatedPipeline:
                     "latencySeconds": self.model.behaviour.latency_seconds,
                     "latencySpread": self.model.behaviour.latency_spread,
                     "throttleRoundTripSeconds": self.model.behaviour.throttle_round_trip_seconds,
+                    "burstSeconds": self.model.behaviour.burst_seconds,
                 },
                 "definition": str(self.options.definition),
                 "pricePerInferenceUnitHour": config.usd_per_inference_unit_hour,
