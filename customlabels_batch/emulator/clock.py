@@ -10,6 +10,7 @@ watching.
 from __future__ import annotations
 
 import datetime as _dt
+import heapq
 import math
 import threading
 import time
@@ -36,9 +37,19 @@ class VirtualClock:
         # SQS reads the time for every message it looks at: the epoch's timestamp once, not each time.
         self._epoch_seconds = self.epoch.timestamp()
         self._now = 0.0
-        self._cond = threading.Condition()
+        # One lock; each actor waits on a condition of its own and the ticker on another, so waking
+        # one actor never wakes the hundreds of others (a run at eight units has 700 actors).
+        self._lock = threading.Lock()
+        self._tick = threading.Condition(self._lock)
+        self._conds: dict[int, threading.Condition] = {}
         self._actors: set[int] = set()
         self._wake: dict[int, float] = {}  # actor -> emulated wake time (math.inf: waiting for a poke)
+        # The same wake times as a heap of (time, sequence, actor); an entry is stale once the
+        # actor's current sequence differs (it woke, or set another time).
+        self._heap: list[tuple[float, int, int]] = []
+        self._seq: dict[int, int] = {}
+        self._next_seq = 0
+        self._asleep = 0  # registered actors with a wake time
         # Actors in wait_until: a poke or a time step wakes them, and they count as awake until they
         # have looked again (else time could jump past what they were woken to see).
         self._watching: set[int] = set()
@@ -63,19 +74,25 @@ class VirtualClock:
     # ---- actors ------------------------------------------------------------------------------
     def new_actor(self) -> int:
         """Register an actor from any thread; bind it in the thread that will run it."""
-        with self._cond:
+        with self._lock:
             self._next_actor += 1
             self._actors.add(self._next_actor)
+            self._conds[self._next_actor] = threading.Condition(self._lock)
             return self._next_actor
 
     def bind(self, actor: int) -> None:
         self._local.actor = actor
 
     def retire(self, actor: int) -> None:
-        with self._cond:
+        with self._lock:
+            wake = self._wake.get(actor)
+            self._clear_wake(actor)
             self._actors.discard(actor)
-            self._wake.pop(actor, None)
-            self._cond.notify_all()
+            if wake is None:
+                self._conds.pop(actor, None)
+            else:  # retired in its sleep: it sleeps on, no longer holding time back
+                self._set_wake(actor, wake)
+            self._tick.notify()
         if getattr(self._local, "actor", None) == actor:
             self._local.actor = None
 
@@ -110,8 +127,31 @@ class VirtualClock:
         deadline = getattr(self._local, "deadline", None)
         return math.inf if deadline is None else max(0.0, deadline - self._now)
 
+    # ---- wake times (under the lock) ----------------------------------------------------------
+    def _set_wake(self, actor: int, wake: float) -> None:
+        self._clear_wake(actor)
+        self._wake[actor] = wake
+        if actor in self._actors:
+            self._asleep += 1
+        self._next_seq += 1
+        self._seq[actor] = self._next_seq
+        heapq.heappush(self._heap, (wake, self._next_seq, actor))
+        self._tick.notify()
+
+    def _clear_wake(self, actor: int) -> None:
+        if self._wake.pop(actor, None) is not None:
+            self._seq.pop(actor, None)
+            if actor in self._actors:
+                self._asleep -= 1
+
+    def _cond_of(self, actor: int) -> threading.Condition:
+        cond = self._conds.get(actor)
+        if cond is None:  # an actor already retired sleeps on a condition of its own
+            cond = self._conds[actor] = threading.Condition(self._lock)
+        return cond
+
     # ---- waiting -----------------------------------------------------------------------------
-    def sleep(self, seconds: float, *, interrupt: threading.Event | None = None) -> None:
+    def sleep(self, seconds: float) -> None:
         """Sleep for emulated seconds. Outside an actor thread this is a plain wall-time sleep
         scaled by the time scale (it must not hold the clock back)."""
         actor = self.current_actor()
@@ -119,22 +159,20 @@ class VirtualClock:
             time.sleep(0 if math.isinf(self.time_scale) else max(0.0, seconds) / self.time_scale)
             return
         deadline = getattr(self._local, "deadline", None)
-        with self._cond:
+        with self._lock:
             wake = self._now + max(0.0, seconds)
             cut_off = deadline is not None and wake > deadline
             if cut_off:
                 wake = max(deadline, self._now)
-            self._wake[actor] = wake
-            self._cond.notify_all()
+            cond = self._cond_of(actor)
+            self._set_wake(actor, wake)
             try:
                 while self._now < wake:
                     self._check_stopped()
-                    if interrupt is not None and interrupt.is_set():
-                        return
-                    self._cond.wait()
+                    cond.wait()
             finally:
-                self._wake.pop(actor, None)
-                self._cond.notify_all()
+                self._clear_wake(actor)
+                self._tick.notify()
         if cut_off:
             raise DeadlineReached(f"deadline reached at {deadline:.3f} s")
 
@@ -151,38 +189,40 @@ class VirtualClock:
             seen = (self._now, self._pokes)
             if predicate():
                 return True
-            with self._cond:
+            with self._lock:
                 if self._now >= deadline:
                     return False
                 if (self._now, self._pokes) != seen:
                     continue
-                self._wake[actor] = deadline
+                cond = self._cond_of(actor)
+                self._set_wake(actor, deadline)
                 self._watching.add(actor)
-                self._cond.notify_all()
                 try:
                     while (self._now, self._pokes) == seen:
                         self._check_stopped()
-                        self._cond.wait()
+                        cond.wait()
                 finally:
                     self._watching.discard(actor)
-                    self._wake.pop(actor, None)
-                    self._cond.notify_all()
+                    self._clear_wake(actor)
+                    self._tick.notify()
 
     def poke(self) -> None:
         """Something changed that actors in wait_until may be waiting for."""
-        with self._cond:
+        with self._lock:
             self._pokes += 1
             self._wake_watchers()
 
     def _wake_watchers(self) -> None:
         for actor in self._watching:
-            self._wake.pop(actor, None)
-        self._cond.notify_all()
+            self._clear_wake(actor)
+            self._cond_of(actor).notify()
 
     def stop(self) -> None:
-        with self._cond:
+        with self._lock:
             self._stopped = True
-            self._cond.notify_all()
+            for cond in self._conds.values():
+                cond.notify_all()
+            self._tick.notify_all()
         self._ticker.join(5)
 
     def _check_stopped(self) -> None:
@@ -191,28 +231,48 @@ class VirtualClock:
 
     # ---- moving time -------------------------------------------------------------------------
     def _all_asleep(self) -> bool:
-        return bool(self._actors) and all(a in self._wake for a in self._actors)
+        return bool(self._actors) and self._asleep == len(self._actors)
+
+    def _earliest(self) -> float:
+        """The earliest wake time of a sleeping actor (stale heap entries are dropped)."""
+        heap = self._heap
+        while heap:
+            wake, seq, actor = heap[0]
+            if self._seq.get(actor) == seq:
+                return wake
+            heapq.heappop(heap)
+        return math.inf
+
+    def _step_to(self, target: float) -> None:
+        self._now = target
+        self._wake_watchers()
+        heap = self._heap
+        while heap and heap[0][0] <= target:
+            _, seq, actor = heapq.heappop(heap)
+            if self._seq.get(actor) == seq:
+                # Awake from now on, so time cannot move again before it has run.
+                self._clear_wake(actor)
+                self._cond_of(actor).notify()
 
     def _tick_loop(self) -> None:
-        with self._cond:
+        with self._lock:
             while not self._stopped:
                 if not self._all_asleep():
-                    self._cond.wait()
+                    self._tick.wait()
                     continue
-                target = min(self._wake[a] for a in self._actors)
+                target = self._earliest()
                 if target <= self._now or math.isinf(target):
                     # Either a woken actor has not run yet, or everyone waits for a poke.
-                    self._cond.wait()
+                    self._tick.wait()
                     continue
                 if not math.isinf(self.time_scale):
                     # Stretch the jump over wall time for people watching; start over if anything
                     # changes meanwhile (a poke, a new actor, an earlier wake-up).
                     state = (dict(self._wake), set(self._actors), self._pokes)
-                    self._cond.wait((target - self._now) / self.time_scale)
+                    self._tick.wait((target - self._now) / self.time_scale)
                     if (dict(self._wake), set(self._actors), self._pokes) != state:
                         continue
-                self._now = target
-                self._wake_watchers()
+                self._step_to(target)
 
 
 class ActorThreadPool(futures.ThreadPoolExecutor):
