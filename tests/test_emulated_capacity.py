@@ -65,11 +65,12 @@ def test_the_run_record_measures_what_the_model_did(two_runs):
     # The emulated model's median call is 0.4 s, with a tail.
     assert model["callSecondsP50"] == pytest.approx(0.4, rel=0.15)
     assert model["callSecondsP95"] > model["callSecondsP50"]
-    # Measured in whole minutes when it was full: never more than its true capacity, and what the
-    # processors got from it (at a slow model like this one they keep it full less well; the README's
-    # capacity matrix has the figures).
+    # Measured in whole minutes when it was full: what the processors got from it (at a slow model
+    # like this one they keep it full less well; the README's capacity matrix has the figures), and
+    # not more than its true capacity but for the minute's edges: a minute counts the calls answered
+    # in it, some accepted in the minute before (measured up to 2.125 of 2.0 in a fresh clone).
     assert not model["capacityIsLowerBound"]
-    assert 0.5 * TRUE_TPS <= model["acceptedPerSecondPerUnit"] <= 1.05 * TRUE_TPS
+    assert 0.5 * TRUE_TPS <= model["acceptedPerSecondPerUnit"] <= 1.1 * TRUE_TPS
     # Cost from InServiceInferenceUnits, as billed.
     assert model["measuredInferenceUnitMinutes"] == pytest.approx(
         first["model"]["billedInferenceUnitMinutes"], rel=0.02
