@@ -22,6 +22,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from customlabels_batch.cli import deployed, main
+from customlabels_batch.emulator import moto_fixes
 from customlabels_batch.emulator.services import emulated_message_move_tasks
 
 REGION = "us-east-1"
@@ -173,7 +174,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def pipeline(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
     config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-    with mock_aws(config=config), emulated_message_move_tasks():
+    # The tests stop held executions at once; moto fails a stop that beats the execution's thread.
+    [stop_right_after_start] = moto_fixes._stop_right_after_start()
+    with mock_aws(config=config), emulated_message_move_tasks(), stop_right_after_start:
         session = boto3.Session(region_name=REGION)
         session.client("s3").create_bucket(Bucket=BUCKET)
         sqs = session.client("sqs")

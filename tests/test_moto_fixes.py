@@ -170,3 +170,46 @@ def test_moto_still_answers_no_percentile():
     with pytest.raises(TypeError):
         values = _p95_of_one_to_twenty(fixed=False)
         assert values in ([], [None]), "moto computes percentiles: drop the fix"
+
+
+def _stop_as_soon_as_started(*, fixed: bool) -> str:
+    """Start an execution whose thread is slow to build its environment and stop it at once."""
+    import time
+    from unittest import mock
+
+    import boto3
+    from moto import mock_aws
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original = ExecutionWorker._get_evaluation_entrypoint
+
+    def slow_entrypoint(self):
+        time.sleep(0.5)  # a long definition parsed on a busy machine
+        return original(self)
+
+    definition = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 30, "End": True}}}
+    role = "arn:aws:iam::123456789012:role/sfn"
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(ExecutionWorker, "_get_evaluation_entrypoint", slow_entrypoint))
+        if fixed:
+            for patch in moto_fixes._stop_right_after_start():
+                stack.enter_context(patch)
+        sfn = boto3.client("stepfunctions", region_name="us-east-1")
+        machine = sfn.create_state_machine(name="m", definition=json.dumps(definition), roleArn=role)
+        execution = sfn.start_execution(stateMachineArn=machine["stateMachineArn"])["executionArn"]
+        sfn.stop_execution(executionArn=execution)
+        deadline = time.monotonic() + 10  # moto reflects the stop once the execution's thread ends
+        while (status := sfn.describe_execution(executionArn=execution)["status"]) == "RUNNING":
+            assert time.monotonic() < deadline, "the stopped execution is still running"
+            time.sleep(0.01)
+        return status
+
+
+def test_with_the_fix_an_execution_stopped_as_soon_as_it_started_is_aborted():
+    assert _stop_as_soon_as_started(fixed=True) == "ABORTED"
+
+
+def test_moto_still_fails_a_stop_that_comes_before_the_execution_thread_is_ready():
+    with pytest.raises(AttributeError, match="set_stop"):
+        status = _stop_as_soon_as_started(fixed=False)
+        assert status != "ABORTED", "moto stops an execution that has just started: drop the fix"

@@ -12,6 +12,8 @@
   holding a quote or a newline (an error's Cause does) breaks it: strings are JSON-encoded here.
 - A stopped execution stays stopped: moto lets an error raised by the state still in flight (a task
   whose thread the stop raced) replace the stop, so the execution ends FAILED; AWS ends it ABORTED.
+  And a stop that comes before the execution's thread has built its environment fails with an
+  AttributeError; AWS stops an execution however recently it started.
 - SQS: moto's queues are not thread-safe (concurrent receives fail with "Set changed size during
   iteration"); send/receive build all three message counts by scanning every message, and delete
   scans every receipt handle: quadratic over a drain of thousands. A receive also lists every visible
@@ -27,6 +29,7 @@ import datetime as _dt
 import json
 import re
 import threading
+import time
 from typing import Any
 from unittest import mock
 
@@ -43,6 +46,7 @@ def patches(now: Any) -> list[Any]:
         *_aws_sdk_tasks(),
         *_context_start_time(now),
         *_stop_wins(),
+        *_stop_right_after_start(),
         *_sqs(),
         *_cloudwatch_percentiles(),
     ]
@@ -93,6 +97,22 @@ def _stop_wins() -> list[Any]:
         mock.patch.object(environment.Environment, "set_error", set_error),
         mock.patch.object(ExecutionState, "_evaluate_with_timeout", _evaluate_with_timeout),
     ]
+
+
+def _stop_right_after_start() -> list[Any]:
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original_stop = ExecutionWorker.stop
+
+    def stop(self, stop_date, error, cause):
+        # The thread sets `env` first thing (after parsing the definition); waiting in real time does
+        # not hold up the emulated clock, whose time cannot move while that thread is awake.
+        deadline = time.monotonic() + 60
+        while self.env is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return original_stop(self, stop_date, error, cause)
+
+    return [mock.patch.object(ExecutionWorker, "stop", stop)]
 
 
 def _jsonata() -> list[Any]:
