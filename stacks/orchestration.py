@@ -68,6 +68,7 @@ class Orchestration(Construct):
             definition_body=sfn.DefinitionBody.from_string(STATE_MACHINE_ASL.read_text()),
             definition_substitutions=config.definition_substitutions(
                 QueueUrl=ingest.queue.queue_url,
+                DeadLetterQueueUrl=ingest.dead_letter_queue.queue_url,
                 EventSourceMappingUuid=processor.mapping.event_source_mapping_id,
                 NotificationTopicArn=notifications.topic.topic_arn,
                 RunRecorderFunctionArn=run_recorder_arn,
@@ -87,7 +88,7 @@ class Orchestration(Construct):
             iam.PolicyStatement(
                 sid="CountQueuedImages",
                 actions=["sqs:GetQueueAttributes"],
-                resources=[queue_arn],
+                resources=[queue_arn, ingest.dead_letter_queue.queue_arn],
             )
         )
         role.add_to_principal_policy(

@@ -178,7 +178,8 @@ def test_run_record_counts_the_dead_letter_queue():
 
     report = _run(12, setup=setup)
     record = _only_record(report)
-    assert record["outcome"] == "SUCCEEDED"
+    # The message was there before the run: the run added nothing to the DLQ and did its job.
+    assert (record["outcome"], record["deadLetterQueueGrowth"]) == ("SUCCEEDED", 0)
     assert record["deadLetterQueueMessages"] == report["deadLetterQueue"]["visible"] == 1
     assert record["imagesLabeled"] == report["resultsWritten"]
 
@@ -245,7 +246,8 @@ FAULT_ENDS = {
     "model-start-failure": ("FAILED", "FAILED", 12),
     "model-start-timeout": ("FAILED", "FAILED", 12),
     "throttling-storm": ("SUCCEEDED", "SUCCEEDED", 12),
-    "processor-crash": ("SUCCEEDED", "SUCCEEDED (1 in the DLQ)", 12),
+    # The poison image has no result: the run did not do its whole job.
+    "processor-crash": ("FAILED", "INCOMPLETE (1 in the DLQ)", 12),
     "abort-during-drain": ("ABORTED", "CLEANED_UP", 12),
     "model-stopped-externally": ("FAILED", "FAILED", 400),
     "mapping-disabled-externally": ("FAILED", "FAILED", 400),
@@ -346,8 +348,10 @@ def test_a_poison_image_alone_goes_to_the_dlq_and_its_batch_mates_are_labeled():
     clean = _run(11)
     assert report["model"]["runningSeconds"] <= clean["model"]["runningSeconds"] + config.stall_seconds
     record = _only_record(report)
-    assert record["outcome"] == "SUCCEEDED"
+    assert (record["outcome"], record["deadLetterQueueGrowth"]) == ("INCOMPLETE", 1)
     assert record["deadLetterQueueMessages"] == 1
+    assert report["executions"][0]["error"] == "BatchRun.INCOMPLETE"
+    assert report["executions"][0]["cause"] == record["reason"]
 
 
 def test_calls_slower_than_a_batch_fits_in_the_timeout_one_after_another_run_side_by_side():
@@ -376,7 +380,9 @@ def test_an_invocation_is_cut_off_at_its_timeout_and_a_message_that_never_ends_g
     # retried), and on the third delivery each was moved to the DLQ without another attempt.
     assert report["imagesByOutcome"] == {"dead-letter-queue": 3}
     assert _accepted_calls(report) == 6
-    assert _only_record(report)["deadLetterQueueMessages"] == 3
+    record = _only_record(report)
+    assert (record["deadLetterQueueMessages"], record["deadLetterQueueGrowth"]) == (3, 3)
+    assert record["outcome"] == "INCOMPLETE"
     _assert_safe_end(report)
 
 

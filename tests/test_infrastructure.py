@@ -858,6 +858,7 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
     role_id = synth.logical_id("AWS::IAM::Role", "StateMachineRole")
     _machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
     queue_id = synth.logical_id("AWS::SQS::Queue", "ImageQueue")
+    dlq_id = synth.logical_id("AWS::SQS::Queue", "DeadLetterQueue")
     recorder_id = synth.logical_id("AWS::Lambda::Function", "RunRecorderFunction")
     mapping_id, _ = synth.one("AWS::Lambda::EventSourceMapping")
     topic_id, _ = synth.one("AWS::SNS::Topic")
@@ -870,7 +871,8 @@ def test_state_machine_role_is_scoped_to_exact_arns(synth):
     granted = _granted(_role_statements(synth, role_id))
     scoped = {action: resources for action, resources in granted.items() if action not in STAR_ONLY_ACTIONS}
     assert scoped == {
-        "sqs:GetQueueAttributes": [{"Fn::GetAtt": [queue_id, "Arn"]}],
+        # The queue's counts every loop; the dead-letter queue's once, as the run starts.
+        "sqs:GetQueueAttributes": [{"Fn::GetAtt": [dlq_id, "Arn"]}, {"Fn::GetAtt": [queue_id, "Arn"]}],
         # Only the run recorder, by its unqualified ARN (the one the ASL invokes).
         "lambda:InvokeFunction": [{"Fn::GetAtt": [recorder_id, "Arn"]}],
         # IAM authorizes DescribeProjectVersions on the project, Start/Stop on the version.

@@ -67,6 +67,7 @@ def success_event(**run: Any) -> dict[str, Any]:
                 "startedModel": True,
                 "modelRunning": {"at": at(10)},
                 "modelStopRequested": {"at": at(25)},
+                "deadLetterQueueMessagesAtStart": 0,
             }
             | run,
             "inferenceUnits": 1,
@@ -84,6 +85,43 @@ def build(event: dict[str, Any], price: float = 4.0) -> dict[str, Any]:
 
 
 # ---- the record, from the summary ------------------------------------------------------------
+
+
+def build_counted(event: dict[str, Any], dead_letters: int) -> dict[str, Any]:
+    return app.build_record(
+        event, {"deadLetterQueueMessages": dead_letters}, [], usd_per_inference_unit_hour=4
+    )
+
+
+def test_a_run_that_sent_messages_to_the_dead_letter_queue_is_incomplete_not_succeeded():
+    record = build_counted(success_event(deadLetterQueueMessagesAtStart=1), 3)
+    assert (record["outcome"], record["deadLetterQueueGrowth"]) == ("INCOMPLETE", 2)
+    assert record["reason"].startswith("2 message(s) reached the dead-letter queue during this run")
+    assert "customlabels-batch redrive" in record["reason"]
+    # Messages that were there before the run are not this run's doing.
+    record = build_counted(success_event(deadLetterQueueMessagesAtStart=3), 3)
+    assert (record["outcome"], record["deadLetterQueueGrowth"]) == ("SUCCEEDED", 0)
+    assert "reason" not in record
+
+
+def test_a_failed_run_keeps_its_outcome_and_reason_whatever_reached_the_dead_letter_queue():
+    event = success_event()
+    event["summary"] |= {"outcome": "STALLED", "reason": "nothing labeled for 300 s"}
+    record = build_counted(event, 4)
+    assert (record["outcome"], record["reason"], record["deadLetterQueueGrowth"]) == (
+        "STALLED",
+        "nothing labeled for 300 s",
+        4,
+    )
+
+
+def test_a_dead_letter_count_that_failed_at_the_start_is_a_problem_the_record_names():
+    event = success_event(deadLetterQueueMessagesAtStart=None, deadLetterQueueCountError="Sqs.SqsException")
+    record = build_counted(event, 2)
+    assert (record["outcome"], record["deadLetterQueueGrowth"]) == ("SUCCEEDED", None)
+    assert record["problems"] == [
+        "the dead-letter queue's growth during the run is not known (Sqs.SqsException)"
+    ]
 
 
 def test_minutes_and_cost_run_from_running_to_the_stop_request():
@@ -281,7 +319,8 @@ def test_handler_counts_the_runs_metrics_and_queues_and_writes_the_record(aws):
     for _ in range(3):
         aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody="{}")
 
-    returned = app.lambda_handler(success_event(), CONTEXT)
+    # The three were in the dead-letter queue before the run: it added none.
+    returned = app.lambda_handler(success_event(deadLetterQueueMessagesAtStart=3), CONTEXT)
 
     key = f"runs/{STARTED:%Y-%m-%dT%H-%M-%SZ}_run-1.json"
     assert returned["recordLocation"] == f"s3://{BUCKET}/{key}"
@@ -291,6 +330,7 @@ def test_handler_counts_the_runs_metrics_and_queues_and_writes_the_record(aws):
     assert returned["labelsFound"] == 9
     assert returned["messagesLeftInQueue"] == 1
     assert returned["deadLetterQueueMessages"] == 3
+    assert (returned["deadLetterQueueGrowth"], returned["outcome"]) == (0, "SUCCEEDED")
     assert returned["modelRunningMinutes"] == 15
     assert "problems" not in returned
     head = aws.s3.head_object(Bucket=BUCKET, Key=key)

@@ -320,6 +320,7 @@ class EmulatedPipeline:
 
         substitutions = config.definition_substitutions(
             QueueUrl=self.queue_url,
+            DeadLetterQueueUrl=self.dlq_url,
             EventSourceMappingUuid=self.mapping_uuid,
             NotificationTopicArn=self.topic_arn,
             RunRecorderFunctionArn=recorder_arn,

@@ -142,12 +142,33 @@ def build_record(
     for optional in ("reason", "error"):
         if summary.get(optional) is not None:
             record[optional] = summary[optional]
+    _judge_dead_letters(record, run, problems)
     execution_input = event.get("input")
     if isinstance(execution_input, dict) and isinstance(execution_input.get("cleanup"), dict):
         record["cleanupOf"] = execution_input["cleanup"]
     if problems:
         record["problems"] = problems
     return record
+
+
+def _judge_dead_letters(record: dict[str, Any], run: dict[str, Any], problems: list[str]) -> None:
+    """A run that sent messages to the dead-letter queue left their images without a result: it did
+    not do its job, so it is INCOMPLETE, not SUCCEEDED. Growth is the depth at the end minus the depth
+    the run counted at its start (a redrive during the run would hide what it added)."""
+    at_start, at_end = run.get("deadLetterQueueMessagesAtStart"), record.get("deadLetterQueueMessages")
+    known = all(isinstance(count, int | float) for count in (at_start, at_end))
+    growth = int(at_end) - int(at_start) if known else None
+    record["deadLetterQueueMessagesAtStart"] = int(at_start) if isinstance(at_start, int | float) else None
+    record["deadLetterQueueGrowth"] = growth
+    if growth is None and record["outcome"] == "SUCCEEDED":
+        why = run.get("deadLetterQueueCountError") or "a count is missing"
+        problems.append(f"the dead-letter queue's growth during the run is not known ({why})")
+    if growth and growth > 0 and record["outcome"] == "SUCCEEDED":
+        record["outcome"] = "INCOMPLETE"
+        record["reason"] = (
+            f"{growth} message(s) reached the dead-letter queue during this run: their images have no "
+            "result; once the cause is fixed, `customlabels-batch redrive` puts them back on the queue"
+        )
 
 
 def count_processor_metrics(started_at: datetime, ended_at: datetime) -> dict[str, int]:
