@@ -53,6 +53,10 @@ HISTORY_EVENT_LIMIT = 25000
 HISTORY_EVENTS_PER_LOOP = 24
 HISTORY_EVENTS_PER_CLEAN_UP_LOOP = HISTORY_EVENTS_PER_LOOP + 11
 HISTORY_EVENTS_FIXED = 200
+# While draining, once nothing is left to receive, the run looks every mappingPollSeconds instead of
+# every drainPollSeconds (the end of a drain is billed at every unit), this many times a run at most:
+# a trickle that empties the queue at every look cannot outgrow the history.
+QUICK_DRAIN_POLLS = 12
 LEASE_MARGIN_SECONDS = 900
 # A message expires by its first enqueue time, also once it has moved to the dead-letter queue, so
 # the DLQ keeps messages longer than the queue does (SQS's maximum, 14 days); the queue's 12 days
@@ -467,6 +471,7 @@ class Settings(BaseModel):
             )
             + math.ceil(self.mapping_timeout_seconds / self.mapping_poll_seconds)
             + math.ceil(self.max_drain_seconds / self.drain_poll_seconds)
+            + QUICK_DRAIN_POLLS
             + math.ceil(
                 (self.in_flight_wait_seconds + self.mapping_timeout_seconds) / self.mapping_poll_seconds
             )
@@ -670,6 +675,7 @@ CROSS_RULES: dict[str, Callable[[Settings], str | None]] = {
 def _state_machine_derived(s: Settings) -> dict[str, Any]:
     return {
         "ModelVersionName": s.version_name,
+        "QuickDrainPolls": QUICK_DRAIN_POLLS,
         "MaxInferenceUnits": s.max_inference_units or 0,
         "TargetDrainMinutes": s.target_drain_minutes or 0,
         # The latency budget's rules; 0 turns a rule off.
