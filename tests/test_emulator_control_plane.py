@@ -18,7 +18,7 @@ from moto.sqs.models import sqs_backends
 
 from customlabels_batch.emulator import patches
 from customlabels_batch.emulator.clock import VirtualClock
-from customlabels_batch.emulator.control_plane import ControlPlane, external_update
+from customlabels_batch.emulator.control_plane import ControlPlane, exact_queue_counts, external_update
 from customlabels_batch.emulator.custom_labels import (
     BUSY,
     STARTABLE,
@@ -500,3 +500,45 @@ def test_a_missing_key_is_404_to_a_caller_with_list_bucket(world, bucket):
 def test_denied_put_object_is_access_denied(world, bucket):
     world.emulation.control.denied.add("s3:PutObject")
     assert _error(bucket.put_object, Bucket="images", Key="a.json", Body=b"{}") == ("AccessDenied", 403)
+
+
+# ---- SQS's approximate counts ----------------------------------------------------------------------
+
+
+def _counts(world) -> tuple[int, int]:
+    attributes = world.sqs.get_queue_attributes(
+        QueueUrl=world.queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def test_queue_counts_are_exact_by_default(world):
+    world.create_mapping()
+    with world.clock.actor():
+        assert _counts(world) == (0, 0)
+        world.sqs.send_message(QueueUrl=world.queue_url, MessageBody="a")
+        assert _counts(world) == (1, 0)
+        world.sqs.receive_message(QueueUrl=world.queue_url, VisibilityTimeout=30)
+        assert _counts(world) == (0, 1)
+
+
+@control(queue_counts_stale_seconds=60)
+def test_queue_counts_may_come_from_a_snapshot_up_to_the_option_old(world):
+    world.create_mapping()
+    with world.clock.actor():
+        assert _counts(world) == (0, 0)  # the snapshot is taken now
+        world.sqs.send_message(QueueUrl=world.queue_url, MessageBody="a")
+        world.clock.sleep(59)
+        assert _counts(world) == (0, 0)  # a message sent 59 s ago is not counted yet
+        world.clock.sleep(1)
+        assert _counts(world) == (1, 0)
+        # Other attributes are current, and the emulator's own accounting reads the truth.
+        world.sqs.receive_message(QueueUrl=world.queue_url, VisibilityTimeout=300)
+        assert _counts(world) == (1, 0)
+        with exact_queue_counts():
+            assert _counts(world) == (0, 1)
+        arn = world.sqs.get_queue_attributes(QueueUrl=world.queue_url, AttributeNames=["QueueArn"])
+        assert arn["Attributes"]["QueueArn"].endswith(":images")

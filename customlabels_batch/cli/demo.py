@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from customlabels_batch import waits
+from customlabels_batch.emulator.control_plane import ControlPlane
 from customlabels_batch.emulator.custom_labels import Annotations, ModelBehaviour
 from customlabels_batch.emulator.dataset import generate_sample_dataset
 from customlabels_batch.emulator.pipeline import (
@@ -62,6 +63,13 @@ def add_command(subparsers) -> None:
         default=1.0,
         help="seconds of capacity the model takes at once after a pause (AWS gives no figure; "
         "default: %(default)s, the least forgiving)",
+    )
+    parser.add_argument(
+        "--queue-counts-stale-seconds",
+        type=float,
+        default=0.0,
+        help="SQS answers its approximate message counts from a snapshot up to this old (AWS gives no "
+        "figure; default: %(default)s, exact)",
     )
     parser.add_argument("--inference-units", type=int, help="minInferenceUnits (default: from cdk.json)")
     parser.add_argument(
@@ -138,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
                 behaviour=behaviour,
                 annotations=annotations,
                 faults=tuple(args.fault),
+                control=ControlPlane(queue_counts_stale_seconds=args.queue_counts_stale_seconds),
                 definition=args.definition,
                 processor_log=log,
             )

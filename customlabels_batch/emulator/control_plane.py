@@ -12,6 +12,10 @@
 - Step Functions fails an execution whose history reaches 25,000 events (Step Functions service
   quotas, "Maximum execution history size"). moto has no limit.
 - IAM: any action listed in `ControlPlane.denied` answers AccessDeniedException.
+- SQS's three message counts are approximate "because of the distributed architecture" (SQS
+  Developer Guide, resources required to process messages); AWS gives no figure for how far off.
+  As an option, GetQueueAttributes answers them from a snapshot up to N seconds old; the emulator's
+  own accounting reads the true counts (`exact_queue_counts`).
 
 Where AWS gives no figure (how long a transition takes, how stale ListExecutions is) the
 `ControlPlane` option has a sensible non-zero default; `Emulation.control` holds the options of
@@ -20,8 +24,10 @@ one emulation and every patch reads them at call time, so a fault may change the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from unittest import mock
@@ -60,6 +66,22 @@ class ControlPlane:
     # answers a missing key's GetObject/HeadObject with 403 AccessDenied, not 404 (S3 User Guide,
     # GetObject permissions); moto always answers 404.
     s3_list_bucket: bool = False
+    # GetQueueAttributes' ApproximateNumberOfMessages(/NotVisible/Delayed) come from a snapshot of
+    # the queue taken at most this long ago (AWS calls them approximate and gives no figure).
+    queue_counts_stale_seconds: float = 0.0
+
+
+_EXACT = threading.local()
+
+
+@contextlib.contextmanager
+def exact_queue_counts() -> Iterator[None]:
+    """The emulator's own reads of a queue's counts (its report, its end test) see the truth."""
+    _EXACT.active = True
+    try:
+        yield
+    finally:
+        _EXACT.active = False
 
 
 def access_denied(control: ControlPlane, action: str, *, status: int = 400) -> None:
@@ -174,7 +196,46 @@ def _backend_holding(uuid: str) -> Any:
 
 
 def patches(emulation: Emulation) -> list[Any]:
-    return [*_event_source_mappings(emulation), *_list_executions(emulation), *_history_limit(emulation)]
+    return [
+        *_event_source_mappings(emulation),
+        *_list_executions(emulation),
+        *_history_limit(emulation),
+        *_stale_queue_counts(emulation),
+    ]
+
+
+_COUNTS = {
+    "ApproximateNumberOfMessages": "approximate_number_of_messages",
+    "ApproximateNumberOfMessagesNotVisible": "approximate_number_of_messages_not_visible",
+    "ApproximateNumberOfMessagesDelayed": "approximate_number_of_messages_delayed",
+}
+
+
+def _stale_queue_counts(emulation: Emulation) -> list[Any]:
+    from moto.sqs.responses import SQSResponse
+
+    from .moto_fixes import SQS_LOCK
+
+    original = SQSResponse.get_queue_attributes
+    snapshots: dict[str, tuple[float, dict[str, int]]] = {}
+
+    def get_queue_attributes(self):
+        response = original(self)
+        stale = emulation.control.queue_counts_stale_seconds
+        attributes = getattr(response, "result", {}).get("Attributes", {})
+        if stale <= 0 or getattr(_EXACT, "active", False) or not attributes.keys() & _COUNTS.keys():
+            return response
+        name, now = self._get_queue_name(), emulation.clock.now()
+        with SQS_LOCK:
+            taken = snapshots.get(name)
+            if taken is None or now - taken[0] >= stale:
+                queue = self.sqs_backend.get_queue(name)
+                taken = snapshots[name] = (now, {a: getattr(queue, p) for a, p in _COUNTS.items()})
+        for attribute in attributes.keys() & _COUNTS.keys():
+            attributes[attribute] = str(taken[1][attribute])
+        return response
+
+    return [mock.patch.object(SQSResponse, "get_queue_attributes", get_queue_attributes)]
 
 
 def _event_source_mappings(emulation: Emulation) -> list[Any]:

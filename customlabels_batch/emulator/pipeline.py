@@ -37,7 +37,7 @@ from customlabels_batch.settings import (
 
 from . import functions, moto_fixes, patches
 from .clock import VirtualClock, threads_on
-from .control_plane import ControlPlane, external_update
+from .control_plane import ControlPlane, exact_queue_counts, external_update
 from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
 from .data_plane import MAX_KEY_BYTES
 from .event_source_mapping import EventSourceMappingEmulator, LambdaContext
@@ -739,9 +739,10 @@ class EmulatedPipeline:
             "inFlight": "ApproximateNumberOfMessagesNotVisible",
             "delayed": "ApproximateNumberOfMessagesDelayed",
         }
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=url or self.queue_url, AttributeNames=list(names.values())
-        )["Attributes"]
+        with exact_queue_counts():
+            attrs = self.sqs.get_queue_attributes(
+                QueueUrl=url or self.queue_url, AttributeNames=list(names.values())
+            )["Attributes"]
         return {k: int(attrs[v]) for k, v in names.items()}
 
     # ---- what happened -------------------------------------------------------------------
@@ -932,6 +933,11 @@ class EmulatedPipeline:
                     "latencySpread": self.model.behaviour.latency_spread,
                     "throttleRoundTripSeconds": self.model.behaviour.throttle_round_trip_seconds,
                     "burstSeconds": self.model.behaviour.burst_seconds,
+                },
+                "controlPlane": {
+                    "mappingTransitionSeconds": self.emulation.control.mapping_transition_seconds,
+                    "listExecutionsLagSeconds": self.emulation.control.list_executions_lag_seconds,
+                    "queueCountsStaleSeconds": self.emulation.control.queue_counts_stale_seconds,
                 },
                 "definition": str(self.options.definition),
                 "pricePerInferenceUnitHour": config.usd_per_inference_unit_hour,
