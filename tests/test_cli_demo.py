@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from PIL import Image
 
 from customlabels_batch.cli import main
@@ -167,3 +168,15 @@ def test_replayed_malformed_messages_each_end_as_one_error_record_without_a_mode
     assert report["model"]["calls"]["DetectCustomLabels"] == 1
     assert report["deadLetterQueue"]["visible"] == 0
     assert report["queue"] == {"visible": 0, "inFlight": 0, "delayed": 0}
+
+
+def test_demo_help_lists_every_fault_and_option(capsys):
+    from customlabels_batch.emulator.pipeline import FAULTS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    out = "".join(capsys.readouterr().out.split())  # argparse wraps lines, also at hyphens
+    for fault, description in FAULTS.items():
+        assert "".join(f"{fault}: {description}".split()) in out
+    assert "--queue-counts-stale-seconds" in out

@@ -84,7 +84,9 @@ def add_command(subparsers) -> None:
         action="append",
         default=[],
         choices=sorted(FAULTS),
-        help="rehearse a failure (repeatable): " + "; ".join(f"{k}: {v}" for k, v in sorted(FAULTS.items())),
+        # argparse formats help with %: a description's "40 %" must not read as a format.
+        help="rehearse a failure (repeatable): "
+        + "; ".join(f"{k}: {v}" for k, v in sorted(FAULTS.items())).replace("%", "%%"),
     )
     parser.add_argument(
         "-c",
