@@ -283,6 +283,7 @@ def test_every_fault_ends_safe_named_and_with_nothing_lost(fault):
     overrides = SHORT_CLEAN_UP if fault == "stop-denied" else {}
     report = _run(images, faults=[fault], overrides=overrides)
     config = emulated_config(overrides)
+    assert report["faultsNotInjected"] == {}  # the fault did happen
     # Model off (stop-denied: it cannot be), mapping Disabled, every image a result, an error
     # record, queued or in the DLQ.
     _assert_safe_end(report, model_may_run=fault == "stop-denied")
@@ -685,3 +686,11 @@ def test_approximate_queue_counts_delay_the_end_of_a_drain_but_lose_nothing(stal
     assert report["settings"]["controlPlane"]["queueCountsStaleSeconds"] == stale_seconds
     exact = _run(40)["model"]["runningSeconds"]
     assert exact <= report["model"]["runningSeconds"] <= exact + stale_seconds + config.drain_poll_seconds
+
+
+def test_a_fault_that_never_came_is_reported_not_dropped():
+    # The model fails to start, so the mapping is never enabled and nothing aborts the run there.
+    report = _run(3, faults=["model-start-failure", "abort-while-enabling"])
+    assert report["faultsNotInjected"] == {"abort-while-enabling": "the run ended before it came"}
+    assert report["executions"][0]["status"] == "FAILED"
+    _assert_safe_end(report)

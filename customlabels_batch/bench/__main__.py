@@ -521,7 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     elapsed = time.monotonic() - started
     result = {
-        "command": "make bench" if not args.smoke else "python -m customlabels_batch.bench --smoke",
+        # What reproduces these figures, with the arguments given (argv defaults to the process's).
+        "command": " ".join(
+            ["python -m customlabels_batch.bench", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),

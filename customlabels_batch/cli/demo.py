@@ -289,6 +289,8 @@ def _summarise(report: dict, out: Path, gallery: Path, say: _Printer) -> None:
         f"Time: {durations['emulatedSeconds'] / 60:.1f} emulated minutes in {durations['wallSeconds']:.1f} s",
         f"Outputs: {out}/results, {out}/errors, {out}/runs, {out}/run-report.json, {gallery}",
     ]
+    for fault, why in report["faultsNotInjected"].items():
+        lines.append(f"WARNING: fault {fault} did not happen ({why}): this run did not rehearse it")
     for item in report["runRecords"]:
         record = item["record"]
         lines.append(

@@ -38,7 +38,7 @@ from customlabels_batch.settings import (
 from . import functions, moto_fixes, patches
 from .clock import VirtualClock, threads_on
 from .control_plane import ControlPlane, exact_queue_counts, external_update
-from .custom_labels import Annotations, EmulatedModel, ModelBehaviour
+from .custom_labels import Annotations, EmulatedModel, ModelBehaviour, ModelError
 from .data_plane import MAX_KEY_BYTES
 from .event_source_mapping import EventSourceMappingEmulator, LambdaContext
 from .metrics import ingest_flushed_metrics, publish_in_service_units
@@ -82,7 +82,21 @@ FAULTS = {
 }
 # A slow call takes this share of the function's timeout: two rounds of calls fit, three do not.
 SLOW_CALLS_SHARE = 0.4
-EXTERNAL_CHANGE_AFTER_SECONDS = 60.0  # into the drain, for the faults that touch resources mid-run
+# Into the drain, for the faults that touch resources mid-run: a small batch is drained within
+# seconds, and a fault that comes after the drain has nothing left to act on.
+EXTERNAL_CHANGE_AFTER_SECONDS = 2.0
+# The faults that happen at a moment of the run (the rest are set up before it starts).
+MID_RUN_FAULTS = frozenset(
+    {
+        "abort-during-drain",
+        "abort-while-enabling",
+        "guard-lag",
+        "mapping-disabled-externally",
+        "mapping-stuck-transitioning",
+        "model-stopped-externally",
+        "object-deleted-before-processing",
+    }
+)
 STUCK_TRANSITION_SECONDS = 600.0
 
 
@@ -153,6 +167,7 @@ class EmulatedPipeline:
         self._enabled_at: float | None = None
         self._enabling_seen = False
         self._done_faults: set[str] = set()
+        self._missed_faults: dict[str, str] = {}
         # Every execution this emulation started: ListExecutions lags as on AWS; DescribeExecution
         # does not, so the driver describes these.
         self._started: list[str] = []
@@ -659,8 +674,15 @@ class EmulatedPipeline:
             self.emulation.control.mapping_stuck_until = now + STUCK_TRANSITION_SECONDS
             self._fault_done(now, "mapping-stuck-transitioning", "the mapping is stuck Enabling (fault)")
         if "model-stopped-externally" in faults and into_drain:
-            self.model.stop_externally()
-            self._fault_done(now, "model-stopped-externally", "the model was stopped outside the run (fault)")
+            try:
+                self.model.stop_externally()
+                self._fault_done(
+                    now, "model-stopped-externally", "the model was stopped outside the run (fault)"
+                )
+            except ModelError as error:  # the run got there first: the person has nothing to stop
+                self._fault_missed(
+                    now, "model-stopped-externally", f"the model could not be stopped: {error}"
+                )
         if "mapping-disabled-externally" in faults and into_drain and mapping_state == "Enabled":
             external_update(self.emulation, self.mapping_uuid, False)
             self._fault_done(
@@ -689,6 +711,12 @@ class EmulatedPipeline:
     def _fault_done(self, now: float, fault: str, event: str) -> None:
         self._done_faults.add(fault)
         self.events.append((now, event))
+
+    def _fault_missed(self, now: float, fault: str, why: str) -> None:
+        """A fault that could not happen as rehearsed: said in the report, never silently dropped."""
+        self._done_faults.add(fault)
+        self._missed_faults[fault] = why
+        self.events.append((now, f"fault {fault} did not happen: {why}"))
 
     def _abort_running(self, now: float, fault: str) -> None:
         for execution in self._executions("RUNNING"):
@@ -922,6 +950,15 @@ class EmulatedPipeline:
                 "timeScale": None if math.isinf(self.options.time_scale) else self.options.time_scale,
             },
             "faults": list(self.options.faults),
+            # Requested faults that never happened, and why (a run that ended before they came).
+            "faultsNotInjected": {
+                **{
+                    f: "the run ended before it came"
+                    for f in self.options.faults
+                    if f in MID_RUN_FAULTS and f not in self._done_faults
+                },
+                **self._missed_faults,
+            },
             "timeline": [{"atSeconds": round(t, 3), "event": text} for t, text in self.events],
             "settings": {
                 "config": config.to_context(),
