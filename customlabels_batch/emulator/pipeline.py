@@ -82,9 +82,10 @@ FAULTS = {
 }
 # A slow call takes this share of the function's timeout: two rounds of calls fit, three do not.
 SLOW_CALLS_SHARE = 0.4
-# Into the drain, for the faults that touch resources mid-run: a small batch is drained within
-# seconds, and a fault that comes after the drain has nothing left to act on.
-EXTERNAL_CHANGE_AFTER_SECONDS = 2.0
+# Into the drain, for the faults that touch resources mid-run: at the injector's first look (every
+# DRIVER_TICK_SECONDS) that sees the mapping Enabled. A small batch drains within seconds, and a
+# fault that comes after the drain has nothing left to act on.
+EXTERNAL_CHANGE_AFTER_SECONDS = 0.0
 # The faults that happen at a moment of the run (the rest are set up before it starts).
 MID_RUN_FAULTS = frozenset(
     {
