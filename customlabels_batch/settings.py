@@ -53,9 +53,10 @@ HISTORY_EVENT_LIMIT = 25000
 HISTORY_EVENTS_PER_LOOP = 24
 HISTORY_EVENTS_PER_CLEAN_UP_LOOP = HISTORY_EVENTS_PER_LOOP + 11
 HISTORY_EVENTS_FIXED = 200
-# While draining, once nothing is left to receive, the run looks every mappingPollSeconds instead of
-# every drainPollSeconds (the end of a drain is billed at every unit), this many times a run at most:
-# a trickle that empties the queue at every look cannot outgrow the history.
+# While draining, the drain's first look and a look that finds nothing left to receive are followed
+# by one after mappingPollSeconds instead of drainPollSeconds (the end of a drain is billed at every
+# unit), this many times a run at most: a trickle that empties the queue at every look cannot outgrow
+# the history.
 QUICK_DRAIN_POLLS = 12
 LEASE_MARGIN_SECONDS = 900
 # A message expires by its first enqueue time, also once it has moved to the dead-letter queue, so
