@@ -82,10 +82,6 @@ FAULTS = {
 }
 # A slow call takes this share of the function's timeout: two rounds of calls fit, three do not.
 SLOW_CALLS_SHARE = 0.4
-# Into the drain, for the faults that touch resources mid-run: at the injector's first look (every
-# DRIVER_TICK_SECONDS) that sees the mapping Enabled. A small batch drains within seconds, and a
-# fault that comes after the drain has nothing left to act on.
-EXTERNAL_CHANGE_AFTER_SECONDS = 0.0
 # The faults that happen at a moment of the run (the rest are set up before it starts).
 MID_RUN_FAULTS = frozenset(
     {
@@ -666,7 +662,10 @@ class EmulatedPipeline:
         """The faults that happen during the run: people and other runs acting on the resources."""
         faults = set(self.options.faults) - self._done_faults
         enabling = mapping_state == "Enabling"
-        into_drain = self._enabled_at is not None and now >= self._enabled_at + EXTERNAL_CHANGE_AFTER_SECONDS
+        # The faults that touch resources mid-run come at the injector's first look (every
+        # DRIVER_TICK_SECONDS) that sees the mapping Enabled: a small batch drains within seconds,
+        # and a fault that comes after the drain has nothing left to act on.
+        into_drain = self._enabled_at is not None
         if "abort-during-drain" in faults and self._enabled_at is not None:
             self._abort_running(now, "abort-during-drain")
         if "abort-while-enabling" in faults and enabling:
