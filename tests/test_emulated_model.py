@@ -102,6 +102,18 @@ def test_billing_sums_units_in_service_and_the_metric_adds_up_to_it(clock):
     assert sum(value for _, value in points) * 60 == pytest.approx(model.inference_unit_seconds())
 
 
+def test_the_metric_s_minutes_are_utc_minutes_whatever_second_the_emulation_started(clock):
+    # An emulation that started 20 s past a minute: its UTC minutes begin at emulated -20, 40, 100...
+    model = running_model(clock, units=2)
+    clock.sleep(90)
+    model.stop()
+    clock.sleep(200)
+    points = model.in_service_datapoints(clock.now(), minute_at=-20.0)
+    assert [start for start, _ in points] == [-20.0, 40.0]
+    assert [value for _, value in points] == pytest.approx([2 * 40 / 60, 2 * 50 / 60])
+    assert sum(value for _, value in points) * 60 == pytest.approx(model.inference_unit_seconds())
+
+
 def test_auto_scaling_adds_a_unit_after_sustained_throttling_and_drops_it_when_idle(clock):
     policy = AutoScaling(
         up_after_minutes=2, throttled_share=0.05, unit_arrival_seconds=120, down_after_idle_minutes=5

@@ -274,12 +274,17 @@ def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     and each is the longest of its jitter, so a throttling storm takes a known number of calls."""
     recorded: list[float] = []
     now = [1000.0]
+    minute = time.time() // 60 * 60  # the metrics' timestamps: a recent UTC minute, as CloudWatch wants
 
     def sleep(seconds: float) -> None:
         recorded.append(seconds)
         now[0] += seconds
 
-    monkeypatch.setattr(app, "time", SimpleNamespace(sleep=sleep, monotonic=lambda: now[0]))
+    monkeypatch.setattr(
+        app,
+        "time",
+        SimpleNamespace(sleep=sleep, monotonic=lambda: now[0], time=lambda: minute + now[0] - 1000.0),
+    )
     monkeypatch.setattr(app, "random", SimpleNamespace(uniform=lambda low, high: high))
     # One call at a time, so the Stubber's answers are taken in order (concurrency is tested below).
     monkeypatch.setattr(app, "window", app.CallWindow(most=1))
@@ -763,6 +768,32 @@ def test_metrics_count_labeled_images_labels_error_records_and_retries(aws, reko
     assert len(emf[-1]["ProcessorSeconds"] if isinstance(emf[-1]["ProcessorSeconds"], list) else [1]) == 1
 
 
+def test_an_invocation_that_outlasts_a_minute_sends_each_minute_s_counts_stamped_with_that_minute(
+    aws, rekognition, monkeypatch, capsys
+):
+    rekognition.returns("incoming/a.jpg", LABELS)
+    rekognition.returns("incoming/b.jpg", LABELS)
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")), notification(s3_record("incoming/b.jpg")))
+    minute = time.time() // 60 * 60
+    now = [minute + 40.0]
+    monkeypatch.setattr(
+        app, "time", SimpleNamespace(sleep=lambda _: None, monotonic=lambda: now[0], time=lambda: now[0])
+    )
+    # Writing a result takes 30 s: a.jpg is labeled at :40, b.jpg at 1:10, the invocation ends after.
+    app.s3_client().meta.events.register(
+        "after-call.s3.PutObject", lambda **_: now.__setitem__(0, now[0] + 30)
+    )
+
+    invoke(event)
+
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(blob["_aws"]["Timestamp"] // 60_000, blob["ModelCallsAccepted"]) for blob in emf] == [
+        (minute // 60, [1.0]),
+        (minute // 60 + 1, [1.0]),
+    ]
+    assert "ProcessorSeconds" in emf[1] and "ProcessorSeconds" not in emf[0]
+
+
 def test_a_throttled_call_is_retried_after_a_short_pause_and_labels_the_image(aws, rekognition, pauses):
     rekognition.fails("incoming/a.jpg", "ProvisionedThroughputExceededException", times=2)
     rekognition.returns("incoming/a.jpg", LABELS)
@@ -930,7 +961,9 @@ def test_throttle_retries_stop_at_the_time_budget(aws, rekognition, monkeypatch)
     rekognition.fails("incoming/a.jpg", "ProvisionedThroughputExceededException", times=1)
     event = deliver(aws, notification(s3_record("incoming/a.jpg")))
     clock = iter(range(0, 10_000, 20))  # every look at the clock is 20 s later
-    monkeypatch.setattr(app, "time", SimpleNamespace(sleep=lambda _: None, monotonic=lambda: next(clock)))
+    monkeypatch.setattr(
+        app, "time", SimpleNamespace(sleep=lambda _: None, monotonic=lambda: next(clock), time=time.time)
+    )
     response = invoke(event, remaining_millis=60_000)
     # One call, then the budget (60 s less the margin) is gone: no second attempt.
     assert response == failures(event["Records"][0]["messageId"])

@@ -482,16 +482,20 @@ class EmulatedModel:
                     last = units
             return points
 
-    def in_service_datapoints(self, until: float) -> list[tuple[float, float]]:
+    def in_service_datapoints(self, until: float, *, minute_at: float = 0.0) -> list[tuple[float, float]]:
         """The metric AWS/Rekognition InServiceInferenceUnits as the emulator publishes it: for every
         whole minute up to `until` in which the model ran, (the minute's start, the units in service
-        averaged over that minute, 0 while not RUNNING). Their sum is the billed IU-minutes."""
+        averaged over that minute, 0 while not RUNNING). Their sum is the billed IU-minutes. Minutes
+        start at `minute_at` + 60 k: the emulated time of a whole UTC minute, so that each datapoint
+        covers the same minute as CloudWatch's bucket for the processor's metrics."""
         with self._lock:
             self._scale_down_when_idle(until)
             periods = self._running_periods(until)
             points = []
-            for minute in range(int(min((p[0] for p in periods), default=until) // 60), int(until // 60)):
-                start, end = minute * 60.0, minute * 60.0 + 60
+            first = min((p[0] for p in periods), default=until)
+            for minute in range(math.floor((first - minute_at) / 60), math.floor((until - minute_at) / 60)):
+                start = minute_at + minute * 60.0
+                end = start + 60
                 seconds = sum(
                     self._unit_seconds(max(a, start), min(b, end))
                     for a, b in periods

@@ -7,6 +7,7 @@ stamped with the emulated time, so the run recorder counts images labeled as it 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -41,12 +42,22 @@ def ingest_flushed_metrics(metrics: Any, *, now: Callable[[], datetime], region:
     threads of one process), and every flushed blob delivered to CloudWatch."""
     provider = metrics.provider
     provider.metric_set, provider.dimension_set, provider.metadata_set = {}, {}, {}
+    # Powertools checks a set timestamp against the wall clock (at most 2 hours ahead); the emulated
+    # clock runs ahead of it by design, and the emulated CloudWatch takes any time.
+    warnings.filterwarnings("ignore", "This metric doesn't meet the requirements", UserWarning)
     cloudwatch = MotoCloudWatch(region)
     serialize = provider.serialize_metric_set
 
     def serialize_and_deliver(metrics=None, dimensions=None, metadata=None):
         blob = serialize(metrics, dimensions, metadata)
-        put_emf_blob(cloudwatch, blob, now())
+        # CloudWatch takes the blob's own timestamp; a handler that set none gets Powertools' wall
+        # clock there, so the emulated time of the flush stands in for it.
+        stamped = provider.timestamp is not None
+        put_emf_blob(
+            cloudwatch,
+            blob,
+            datetime.fromtimestamp(blob["_aws"]["Timestamp"] / 1000, UTC) if stamped else now(),
+        )
         return blob
 
     provider.serialize_metric_set = serialize_and_deliver
@@ -57,10 +68,13 @@ def publish_in_service_units(
 ) -> float:
     """AWS/Rekognition InServiceInferenceUnits for the model's whole minutes in [since, until), as
     the emulator assumes AWS publishes it (AWS documents the metric, not its granularity): one
-    datapoint a minute, the units in service averaged over the minute. Returns where it got to."""
+    datapoint a minute of UTC, the units in service averaged over the minute. Returns where it got
+    to. (The epoch is any second: emulated minutes counted from it would straddle CloudWatch's.)"""
     from datetime import timedelta
 
-    points = [(t, value) for t, value in model.in_service_datapoints(until) if t >= since]
+    minute_at = -(epoch.timestamp() % 60)
+    points = model.in_service_datapoints(until, minute_at=minute_at)
+    points = [(t, value) for t, value in points if t >= since]
     dimensions = [
         {"Name": "ProjectName", "Value": model.project_name},
         {"Name": "VersionName", "Value": model.version_name},
@@ -79,7 +93,7 @@ def publish_in_service_units(
                 for t, value in points[start : start + 500]
             ],
         )
-    return until // 60 * 60
+    return minute_at + (until - minute_at) // 60 * 60
 
 
 class MotoCloudWatch:

@@ -170,7 +170,7 @@ class EmulatedPipeline:
         self._started: list[str] = []
         self._ended: dict[str, dict] = {}
         self._scheduled_uploads: list[tuple[Callable[[EmulatedPipeline], bool], list[Upload]]] = []
-        self._in_service_published = 0.0  # emulated time up to which InServiceInferenceUnits is out
+        self._in_service_published = -math.inf  # emulated time up to which InServiceInferenceUnits is out
 
     # ---- set-up --------------------------------------------------------------------------
     def __enter__(self) -> EmulatedPipeline:
@@ -442,7 +442,9 @@ class EmulatedPipeline:
         # The times it writes (labeledAt, recordedAt) are emulated, as are the uploads' event times.
         module._utc_now = self._utc_now
         # This copy's pauses and pacing run on emulated time.
-        module.time = types.SimpleNamespace(sleep=self.clock.sleep, monotonic=self.clock.now)
+        module.time = types.SimpleNamespace(
+            sleep=self.clock.sleep, monotonic=self.clock.now, time=self.clock.epoch_seconds
+        )
         # Its calls in flight run on threads that are clock actors.
         module.futures = threads_on(self.clock)
         if self.options.processor_log is not None:

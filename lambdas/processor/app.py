@@ -84,11 +84,21 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 _metrics_lock = threading.Lock()
+_metrics_minute = [-1]  # the UTC minute the metric set's counts belong to (epoch seconds // 60)
 
 
 def _metric(name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
     # Powertools' metric set is not thread-safe; the calls in flight add to it from their threads.
     with _metrics_lock:
+        now = time.time()
+        if int(now // 60) != _metrics_minute[0]:
+            # CloudWatch counts a blob in the minute of its timestamp. An invocation can outlast a
+            # minute: its earlier minute's counts go out stamped with that minute, not with the one it
+            # ends in, or the run recorder's per-minute throughput would count them twice as fast.
+            if metrics.provider.metric_set:
+                metrics.flush_metrics()
+            _metrics_minute[0] = int(now // 60)
+            metrics.set_timestamp(int(now * 1000))
         metrics.add_metric(name=name, unit=unit, value=value)
 
 
