@@ -230,10 +230,6 @@ def time_to_result(started_at: datetime, ended_at: datetime) -> dict[str, Any] |
     }
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
 def count_messages(queue_url: str) -> int:
     attributes = client("sqs").get_queue_attributes(
         QueueUrl=queue_url,
