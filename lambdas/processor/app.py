@@ -94,7 +94,7 @@ def _metric(name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count) ->
         if int(now // 60) != _metrics_minute[0]:
             # CloudWatch counts a blob in the minute of its timestamp. An invocation can outlast a
             # minute: its earlier minute's counts go out stamped with that minute, not with the one it
-            # ends in, or the run recorder's per-minute throughput would count them twice as fast.
+            # ends in, or the run recorder would count them in the wrong minute's throughput.
             if metrics.provider.metric_set:
                 metrics.flush_metrics()
             _metrics_minute[0] = int(now // 60)
