@@ -686,9 +686,11 @@ def _state_machine_derived(s: Settings) -> dict[str, Any]:
         # may have started it with more); 0 keeps an explicit maxConcurrency as deployed.
         "ConcurrencyPerInferenceUnit": 0 if s.max_concurrency else CONCURRENCY_PER_INFERENCE_UNIT,
         # At a model an earlier run measured as slow, fewer environments per unit (each then has a
-        # larger share of the model): enough that a batch takes at most half the processor's timeout
-        # at the measured calls per second per unit, at most CONCURRENCY_PER_INFERENCE_UNIT.
-        "EnvironmentsPerCallPerSecond": round(s.processor_timeout_seconds / 2 / s.batch_size, 3),
+        # larger share of the model): enough that a batch takes at most a third of the processor's
+        # timeout at the measured calls per second per unit, at most CONCURRENCY_PER_INFERENCE_UNIT.
+        # (At 2 calls/s that is 4 per unit: the README's "Models of every speed" has what 4 and 8
+        # did for such a model.)
+        "EnvironmentsPerCallPerSecond": round(s.processor_timeout_seconds / 3 / s.batch_size, 3),
         # The lease outlives the longest run these settings allow, so an expired lease can only
         # belong to a run that has ended.
         "LeaseSeconds": s.longest_run_seconds + LEASE_MARGIN_SECONDS,
