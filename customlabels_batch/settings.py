@@ -688,8 +688,8 @@ def _state_machine_derived(s: Settings) -> dict[str, Any]:
         # At a model an earlier run measured as slow, fewer environments per unit (each then has a
         # larger share of the model): enough that a batch takes at most a third of the processor's
         # timeout at the measured calls per second per unit, at most CONCURRENCY_PER_INFERENCE_UNIT.
-        # (At 2 calls/s that is 4 per unit: the README's "Models of every speed" has what 4 and 8
-        # did for such a model.)
+        # (At 2 calls/s that is 4 per unit; the state machine adds at least one per call in flight at
+        # the measured p95 latency. The README's "Models of every speed" has what they did.)
         "EnvironmentsPerCallPerSecond": round(s.processor_timeout_seconds / 3 / s.batch_size, 3),
         # The lease outlives the longest run these settings allow, so an expired lease can only
         # belong to a run that has ended.

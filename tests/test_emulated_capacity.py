@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import math
 
+import boto3
 import pytest
-from test_emulated_pipeline import _jpeg
+from test_emulated_pipeline import _jpeg, _run
 
 from customlabels_batch.emulator.custom_labels import ModelBehaviour
 from customlabels_batch.emulator.pipeline import EmulatedPipeline, EmulationOptions, Upload, emulated_config
@@ -95,10 +96,38 @@ def test_the_next_run_gives_a_slow_model_fewer_environments_per_unit(two_runs):
     measured = first["runRecords"][0]["record"]["model"]["acceptedPerSecondPerUnit"]
     record = second["runRecords"][-1]["record"]
     # Each environment's batch of 10 in at most a third of the 60 s timeout: half a call per
-    # second each, so a unit that takes 2 calls a second gets 4 environments, not 8.
-    per_unit = min(CONCURRENCY_PER_INFERENCE_UNIT, math.ceil(measured * 20 / 10))
+    # second each, so a unit that takes 2 calls a second gets 4 environments, not 8; and at least
+    # one per call in flight at the p95 latency (2 x 0.7 s here: 2).
+    p95 = first["runRecords"][0]["record"]["model"]["callSecondsP95"]
+    per_unit = min(
+        CONCURRENCY_PER_INFERENCE_UNIT, max(math.ceil(measured * 20 / 10), math.ceil(measured * p95))
+    )
     assert per_unit < CONCURRENCY_PER_INFERENCE_UNIT
     assert record["environmentsChosen"]["perUnit"] == per_unit
     assert "measured by an earlier run" in record["environmentsChosen"]["why"]
+    assert f"{p95:g} s p95" in record["environmentsChosen"]["why"]
     # For every unit the model may have (maxInferenceUnits is 4).
     assert second["mapping"]["maximumConcurrency"] == 4 * per_unit
+
+
+@pytest.mark.parametrize(
+    ("tps", "p95", "per_unit"),
+    [
+        (2.0, 0.7, 4),  # a batch in a third of the timeout: 2 calls/s x 20 s / 10
+        (2.0, 3.0, 6),  # slow calls: one environment per call in flight at p95, 2 x 3 s
+        (9.0, 0.5, CONCURRENCY_PER_INFERENCE_UNIT),  # never more than the first run's
+    ],
+)
+def test_the_next_run_sizes_environments_from_the_measured_rate_and_p95_latency(tps, p95, per_unit):
+    def remembered(pipeline):
+        # What an earlier run's recorder left beside the progress counter.
+        boto3.client("dynamodb", region_name=pipeline.config.region).put_item(
+            TableName=pipeline.run_state_table,
+            Item={"id": {"S": "progress"}, "tpsPerUnit": {"N": str(tps)}, "callSecondsP95": {"N": str(p95)}},
+        )
+
+    report = _run(4, setup=remembered)
+    [item] = report["runRecords"]
+    chosen = item["record"]["environmentsChosen"]
+    assert chosen["perUnit"] == per_unit and report["mapping"]["maximumConcurrency"] == max(2, per_unit)
+    assert f"at {tps:g} calls/s per unit and {p95:g} s p95, measured by an earlier run" in chosen["why"]

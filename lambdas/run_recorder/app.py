@@ -350,17 +350,21 @@ def _rounded(value: float | None) -> float | None:
 
 
 def remember_capacity(model: dict[str, Any] | None, ended_at: datetime) -> None:
-    """The measured throughput per unit, beside the progress counter the state machine reads every
-    loop: the next run sizes its units (targetDrainMinutes) from it."""
+    """The measured throughput per unit and p95 call latency, beside the progress counter the state
+    machine reads every loop: the next run sizes its units (targetDrainMinutes) and the mapping's
+    environments per unit from them."""
     if not model or model["capacityIsLowerBound"] or not model["acceptedPerSecondPerUnit"]:
         return
+    p95 = model["callSecondsP95"]
     client("dynamodb").update_item(
         TableName=SETTINGS.run_state_table,
         Key={"id": {"S": "progress"}},
-        UpdateExpression="SET tpsPerUnit = :tps, tpsMeasuredAt = :at",
+        UpdateExpression="SET tpsPerUnit = :tps, tpsMeasuredAt = :at"
+        + (", callSecondsP95 = :p95" if p95 else " REMOVE callSecondsP95"),
         ExpressionAttributeValues={
             ":tps": {"N": str(model["acceptedPerSecondPerUnit"])},
             ":at": {"S": iso(ended_at)},
+            **({":p95": {"N": str(p95)}} if p95 else {}),
         },
     )
 
