@@ -27,3 +27,16 @@ def test_bench_smoke_scenario_reports_both_policies_and_checks_itself(tmp_path, 
     printed = capsys.readouterr().out
     assert "3 images, start 5 min" in printed
     assert "[ok] time-scale check" in printed
+
+
+def test_next_run_bench_runs_the_batch_twice_in_one_emulation_and_prints_each_record(capsys):
+    from customlabels_batch.bench.next_run import main as next_run
+
+    assert next_run(["--tps", "5", "--latency", "0.1", "--images", "3"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("run ")]
+    assert [line.split(":")[0] for line in lines] == ["run 1", "run 2"]
+    assert all(
+        "SUCCEEDED, 8 environments per unit (8 per unit: no run has measured" in line for line in lines
+    )
+    # Three images fill no whole minute: the busiest minute's rate, said to be a lower bound.
+    assert all("a lower bound: no full minute" in line and "0 in the DLQ" in line for line in lines)
