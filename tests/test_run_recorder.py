@@ -400,3 +400,23 @@ def test_the_record_reports_how_long_the_runs_images_waited_from_upload_to_resul
 
 def test_a_run_that_labeled_nothing_reports_no_time_to_result(aws):
     assert app.lambda_handler(success_event(), CONTEXT)["timeToResult"] is None
+
+
+def _progress() -> dict[str, Any]:
+    return boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=RUN_STATE_TABLE, Key={"id": {"S": "progress"}}
+    )["Item"]
+
+
+def test_the_measured_rate_and_p95_latency_are_remembered_for_the_next_run(aws):
+    model = {"capacityIsLowerBound": False, "acceptedPerSecondPerUnit": 1.75, "callSecondsP95": 3.6}
+    app.remember_capacity(model, STARTED)
+    item = _progress()
+    assert (item["tpsPerUnit"], item["callSecondsP95"]) == ({"N": "1.75"}, {"N": "3.6"})
+    # A later measurement without a latency does not leave the earlier one beside its rate.
+    app.remember_capacity({**model, "acceptedPerSecondPerUnit": 2.0, "callSecondsP95": None}, STARTED)
+    item = _progress()
+    assert item["tpsPerUnit"] == {"N": "2.0"} and "callSecondsP95" not in item
+    # A lower bound is no measurement: nothing changes.
+    app.remember_capacity({**model, "capacityIsLowerBound": True, "acceptedPerSecondPerUnit": 0.5}, STARTED)
+    assert _progress()["tpsPerUnit"] == {"N": "2.0"}
