@@ -120,8 +120,35 @@ def _jsonata() -> list[Any]:
     from moto.stepfunctions.parser.asl.eval import states, variable_store
     from moto.stepfunctions.parser.asl.jsonata import jsonata as moto_jsonata
 
+    declaration = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*:=")
+    decoder = json.JSONDecoder()
+    parsed = threading.local()  # per thread: an expression's evaluation keeps state on its instance
+
+    def split(expression: str) -> tuple[dict[str, Any], str]:
+        """moto composes `(name:=value;...expression)` on every evaluation, so parsing it would never
+        repeat; the JSON values declared up front become bindings and the rest is parsed once."""
+        bindings: dict[str, Any] = {}
+        at = 1
+        while expression.startswith("(") and (name := declaration.match(expression, at)):
+            try:
+                value, end = decoder.raw_decode(expression, name.end())
+            except json.JSONDecodeError:
+                break  # an intrinsic function's declaration: it stays in the expression
+            if expression[end : end + 1] != ";":
+                break
+            bindings[name.group()[1:-2]] = value
+            at = end + 1
+        return bindings, ("(" + expression[at:] if bindings else expression)
+
     def evaluate(expression: str) -> Any:
-        return jsonata.Jsonata(expression).evaluate(None)
+        bindings, body = split(expression)
+        cache = parsed.__dict__.setdefault("expressions", {})
+        if (compiled := cache.get(body)) is None:
+            if len(cache) > 1000:  # expressions with data left in them: do not keep them for ever
+                cache.clear()
+            compiled = cache[body] = jsonata.Jsonata(body)
+        jsonata.Jsonata.CURRENT.jsonata = compiled  # what its higher-order functions apply with
+        return compiled.evaluate(None, bindings)
 
     def encode_declarations(bindings: dict[str, Any]) -> str:
         return "".join(
