@@ -54,6 +54,7 @@ class VirtualClock:
         # have looked again (else time could jump past what they were woken to see).
         self._watching: set[int] = set()
         self._local = threading.local()
+        self._signalled: set[int] = set()  # actors signalled while awake (see wait_signal)
         self._next_actor = 0
         self._pokes = 0
         self._stopped = False
@@ -206,6 +207,37 @@ class VirtualClock:
                     self._clear_wake(actor)
                     self._tick.notify()
 
+    def wait_signal(self, timeout: float) -> bool:
+        """Sleep until signal() names this actor or `timeout` emulated seconds pass; True if
+        signalled. A signal sent while the actor was awake is kept for its next wait."""
+        actor = self.current_actor()
+        if actor is None:
+            raise RuntimeError("wait_signal needs an actor thread")
+        with self._lock:
+            if actor not in self._signalled:
+                wake = self._now + max(0.0, timeout)
+                cond = self._cond_of(actor)
+                self._set_wake(actor, wake)
+                try:
+                    while self._now < wake and actor not in self._signalled:
+                        self._check_stopped()
+                        cond.wait()
+                finally:
+                    self._clear_wake(actor)
+                    self._tick.notify()
+            signalled = actor in self._signalled
+            self._signalled.discard(actor)
+            return signalled
+
+    def signal(self, actor: int) -> None:
+        """Wake `actor` from wait_signal (it counts as awake from now, so time waits for it); unlike
+        poke(), no other actor is woken."""
+        with self._lock:
+            self._signalled.add(actor)
+            if actor in self._wake:
+                self._clear_wake(actor)
+                self._cond_of(actor).notify()
+
     def poke(self) -> None:
         """Something changed that actors in wait_until may be waiting for."""
         with self._lock:
@@ -277,11 +309,15 @@ class VirtualClock:
 
 class ActorThreadPool(futures.ThreadPoolExecutor):
     """A thread pool whose tasks are clock actors: each is registered when submitted (so time cannot
-    move before it runs), runs under the submitting thread's deadline, and retires when it ends."""
+    move before it runs), runs under the submitting thread's deadline, and retires when it ends.
+    A task's end signals the actors waiting on the pool's futures (threads_on's wait()), and only
+    them: a run at eight units has hundreds of actors, and waking all of them on every call's end
+    (a poke) cost more than the calls."""
 
     def __init__(self, clock: VirtualClock, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._clock = clock
+        self.waiters: set[int] = set()
 
     def submit(self, fn, /, *args, **kwargs):
         clock = self._clock
@@ -296,10 +332,14 @@ class ActorThreadPool(futures.ThreadPoolExecutor):
                 clock._local.deadline = None
 
         def finished(_future):
-            clock.poke()  # wakes a wait() on the clock; the future is done by now
+            # The future is done by now; its waiters wake before this actor retires, so time
+            # cannot move past the moment it finished.
+            for waiter in list(self.waiters):
+                clock.signal(waiter)
             clock.retire(actor)
 
         future = super().submit(run)
+        future.actor_pool = self
         future.add_done_callback(finished)
         return future
 
@@ -313,7 +353,19 @@ def threads_on(clock: VirtualClock) -> types.SimpleNamespace:
             raise NotImplementedError("the emulation waits for the first future only")
         fs = list(fs)
         limit = clock.remaining() if timeout is None else min(timeout, clock.remaining())
-        if not clock.wait_until(lambda: any(f.done() for f in fs), timeout=limit) and clock.remaining() == 0:
+        pools = {getattr(f, "actor_pool", None) for f in fs}
+        if None in pools:
+            raise NotImplementedError("the emulation waits for futures of its own thread pools only")
+        actor, end = clock.current_actor(), clock.now() + limit
+        for pool in pools:
+            pool.waiters.add(actor)
+        try:
+            while not any(f.done() for f in fs) and clock.now() < end:
+                clock.wait_signal(end - clock.now())
+        finally:
+            for pool in pools:
+                pool.waiters.discard(actor)
+        if not any(f.done() for f in fs) and clock.remaining() == 0:
             raise DeadlineReached("deadline reached while waiting for the calls in flight")
         return futures.wait(fs, timeout=0, return_when=return_when)
 

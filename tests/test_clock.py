@@ -1,0 +1,89 @@
+"""The emulation's clock: a handler's thread pool and its wait() run on emulated time, and a call's
+end wakes the handler waiting on it at the emulated moment the call ended."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from customlabels_batch.emulator.clock import DeadlineReached, VirtualClock, threads_on
+
+
+@pytest.fixture
+def clock():
+    clock = VirtualClock()
+    with clock.actor():  # the test is the handler thread
+        yield clock
+    clock.stop()
+
+
+def test_wait_returns_when_the_first_call_ends_at_its_emulated_time(clock):
+    futures = threads_on(clock)
+    pool = futures.ThreadPoolExecutor(max_workers=3)
+    calls = [pool.submit(clock.sleep, seconds) for seconds in (5.0, 3.0, 8.0)]
+
+    done, pending = futures.wait(calls, return_when=futures.FIRST_COMPLETED)
+    assert clock.now() == 3.0
+    assert done == {calls[1]} and pending == {calls[0], calls[2]}
+
+    done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+    assert clock.now() == 5.0 and done == {calls[0]}
+    clock.sleep(5)  # the last call ends (a shutdown would wait for it in wall time, holding time)
+    pool.shutdown()
+
+
+def test_a_call_that_ended_before_the_wait_is_seen_at_once(clock):
+    futures = threads_on(clock)
+    pool = futures.ThreadPoolExecutor(max_workers=1)
+    call = pool.submit(lambda: 42)
+    clock.sleep(1)  # the call ends meanwhile, while nobody waits on it
+
+    done, _ = futures.wait([call], return_when=futures.FIRST_COMPLETED)
+    assert done == {call} and clock.now() == 1.0
+    pool.shutdown()
+
+
+def test_waiting_past_the_invocation_s_deadline_is_its_timeout(clock):
+    futures = threads_on(clock)
+    pool = futures.ThreadPoolExecutor(max_workers=1)
+    call = pool.submit(clock.sleep, 30.0)  # submitted outside the deadline: it runs on
+    with clock.deadline(10), pytest.raises(DeadlineReached):
+        futures.wait([call], return_when=futures.FIRST_COMPLETED)
+    assert clock.now() == 10.0 and not call.done()
+    clock.sleep(20)
+    pool.shutdown()
+
+
+def test_a_call_submitted_under_the_deadline_is_cut_off_with_it(clock):
+    futures = threads_on(clock)
+    pool = futures.ThreadPoolExecutor(max_workers=1)
+    with clock.deadline(10):
+        call = pool.submit(clock.sleep, 30.0)
+        done, _ = futures.wait([call], return_when=futures.FIRST_COMPLETED)
+    assert done == {call} and isinstance(call.exception(), DeadlineReached)
+    assert clock.now() == 10.0
+    pool.shutdown()
+
+
+def test_a_signal_wakes_only_the_actor_it_names(clock):
+    woken: dict[str, bool] = {}
+    actors = {name: clock.new_actor() for name in ("signalled", "other")}
+
+    def sleeper(name):
+        clock.bind(actors[name])
+        woken[name] = clock.wait_signal(100)
+        clock.retire(actors[name])
+
+    threads = [threading.Thread(target=sleeper, args=(name,)) for name in actors]
+    for thread in threads:
+        thread.start()
+    clock.sleep(2)
+    assert woken == {}  # both asleep until signalled, or until 100 s pass
+    clock.signal(actors["signalled"])
+    clock.sleep(1)
+    assert woken == {"signalled": True}
+    clock.sleep(100)
+    assert woken == {"signalled": True, "other": False}
+    for thread in threads:
+        thread.join()
