@@ -147,7 +147,7 @@ def test_direct_put_metric_data_stores_what_the_request_would():
     assert direct == [[2.0], [3.0]]
 
 
-def test_pipeline_keys_are_what_list_objects_v2_pages():
+def test_pipeline_keys_and_objects_are_what_list_objects_v2_and_get_object_give():
     from types import SimpleNamespace
 
     from customlabels_batch.emulator.pipeline import EmulatedPipeline
@@ -159,13 +159,19 @@ def test_pipeline_keys_are_what_list_objects_v2_pages():
         for i in range(1100):
             names.append(f"results/{i:05d}.jpg.json")
         for name in names:
-            s3.put_object(Bucket="keys-bucket", Key=name, Body=b"{}")
+            s3.put_object(Bucket="keys-bucket", Key=name, Body=name.encode())
+        s3.put_object(Bucket="keys-bucket", Key="results/00001.jpg.json", Body=b"rewritten")
         s3.delete_object(Bucket="keys-bucket", Key="results/00007.jpg.json")
         listed = {
             item["Key"]
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket="keys-bucket", Prefix="results/")
             for item in page.get("Contents", [])
         }
-        direct = EmulatedPipeline.keys(SimpleNamespace(bucket="keys-bucket"), "results/")
+        read = {key: s3.get_object(Bucket="keys-bucket", Key=key)["Body"].read() for key in listed}
+        pipeline = SimpleNamespace(bucket="keys-bucket")
+        pipeline._stored = lambda prefix: EmulatedPipeline._stored(pipeline, prefix)
+        direct = EmulatedPipeline.keys(pipeline, "results/")
+        bodies = EmulatedPipeline.objects(pipeline, "results/")
     assert direct == listed
+    assert bodies == read and bodies["results/00001.jpg.json"] == b"rewritten"
     assert len(direct) == 1102
