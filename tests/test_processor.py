@@ -316,37 +316,57 @@ def test_one_image_gets_one_result_with_labels_settings_source_and_model(aws, re
     assert aws.visibility_changes == []
 
 
-def test_a_message_throttled_on_every_attempt_is_retried_soon_and_the_batch_backs_off_with_it(
-    aws, rekognition
+def test_a_message_throttled_on_every_attempt_is_retried_soon_and_the_batch_waits_the_storm_out(
+    aws, rekognition, pauses
 ):
-    """STORM_SECONDS without an accepted call are a throttling storm, not a full model: the rest of the
-    batch backs off too, without a call, instead of spending the invocation (and its receives) on
-    the storm."""
+    """STORM_SECONDS without an accepted call are a throttling storm, not a full model: that message
+    goes back with the retry back-off, and the rest of the batch waits SATURATED_SECONDS before its
+    calls, instead of spending its receives (given back at once, each new batch of a saturated
+    environment cost every message a receive)."""
     rekognition.returns("incoming/a.jpg", LABELS)
     rekognition.fails("incoming/b.jpg", "ProvisionedThroughputExceededException")
+    rekognition.returns("incoming/c.jpg", LABELS)
     event = deliver(
         aws,
         notification(s3_record("incoming/a.jpg")),
         notification(s3_record("incoming/b.jpg")),
         notification(s3_record("incoming/c.jpg")),
     )
-    throttled, after = event["Records"][1], event["Records"][2]
+    throttled = event["Records"][1]
 
     response = invoke(event)
 
-    assert response == failures(throttled["messageId"], after["messageId"])
-    assert rekognition.keys == ["incoming/a.jpg"] + ["incoming/b.jpg"] * throttles_in_a_storm()
-    assert stored(aws) == {"results/a.jpg.json": result_doc("incoming/a.jpg", LABELS)}
+    assert response == failures(throttled["messageId"])
+    assert rekognition.keys == ["incoming/a.jpg"] + ["incoming/b.jpg"] * throttles_in_a_storm() + [
+        "incoming/c.jpg"
+    ]
+    assert pauses[-1] == app.SATURATED_SECONDS  # c.jpg waited the storm out, then was labeled
+    assert stored(aws) == {
+        "results/a.jpg.json": result_doc("incoming/a.jpg", LABELS),
+        "results/c.jpg.json": result_doc("incoming/c.jpg", LABELS),
+    }
     # Accepted by moto (status 200), so queue URL and receipt handle were the real ones.
     assert aws.visibility_changes == [
         {
             "QueueUrl": aws.queue_url,
-            "ReceiptHandle": record["receiptHandle"],
+            "ReceiptHandle": throttled["receiptHandle"],
             "VisibilityTimeout": 10,
             "status": 200,
         }
-        for record in (throttled, after)
     ]
+
+
+def test_in_a_storm_a_message_the_invocation_has_no_time_to_wait_for_goes_back_without_a_call(
+    aws, rekognition, pauses
+):
+    app.saturation.since = app.time.monotonic()  # this environment found a storm a moment ago
+    event = deliver(aws, notification(s3_record("incoming/a.jpg")))
+    # Less time than the storm's wait and the margin: no call, back with the retry back-off.
+    remaining = (app.SATURATED_SECONDS + app.TIME_MARGIN_SECONDS - 1) * 1000
+    response = invoke(event, remaining_millis=int(remaining))
+    assert response == failures(event["Records"][0]["messageId"])
+    assert rekognition.calls == [] and stored(aws) == {}
+    assert [change["VisibilityTimeout"] for change in aws.visibility_changes] == [10]
 
 
 class BadInput(NamedTuple):

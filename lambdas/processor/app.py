@@ -168,7 +168,7 @@ class ModelSaturatedError(TransientImageError):
     found the storm instead of spending the invocation's time, and its receives, on it."""
 
 
-# After a storm is found, this environment's other messages back off too, for this long.
+# After a storm is found, this environment's other messages wait this long before their calls.
 SATURATED_SECONDS = 10.0
 
 
@@ -196,10 +196,20 @@ class Saturation:
             return True
 
     def check(self) -> None:
-        if time.monotonic() - self.since < SATURATED_SECONDS:
-            raise ModelSaturatedError(
-                f"Not attempted: the model accepted none of this environment's calls for {STORM_SECONDS:g} s."
-            )
+        """Before a message's first call: in a storm, wait it out if the invocation has the time,
+        else give the message back (with the retry back-off). Giving back at once cost a receive per
+        message per new batch: a saturated environment took a batch, returned it within seconds and
+        took the next, and at 32 environments on one unit (auto-scaling from 1 to 4) 3,600 of 5,000
+        images reached the DLQ."""
+        pause = SATURATED_SECONDS - (time.monotonic() - self.since)
+        if pause <= 0:
+            return
+        if budget.left(after=pause):
+            time.sleep(pause)
+            return
+        raise ModelSaturatedError(
+            f"Not attempted: the model accepted none of this environment's calls for {STORM_SECONDS:g} s."
+        )
 
 
 saturation = Saturation()
@@ -255,8 +265,9 @@ class TimeBudget:
     def observe(self, seconds: float) -> None:
         self.slowest_call = max(self.slowest_call, seconds)
 
-    def left(self) -> bool:
-        return time.monotonic() + self.slowest_call < self.until
+    def left(self, after: float = 0.0) -> bool:
+        """Whether a call started `after` seconds from now would still end in time."""
+        return time.monotonic() + after + self.slowest_call < self.until
 
     def check(self, what: str) -> None:
         if not self.left():
