@@ -1090,15 +1090,23 @@ def test_a_batch_is_held_for_the_invocations_time_not_the_queues_visibility_time
     assert [entry["VisibilityTimeout"] for entry in change["Entries"]] == [60 + app.IN_FLIGHT_GRACE_SECONDS]
 
 
-def test_first_deliveries_are_processed_before_retried_messages(aws, rekognition):
-    for key in ("incoming/fresh.jpg", "incoming/retried.jpg"):
+def test_the_most_delivered_messages_are_started_first(aws, rekognition, monkeypatch):
+    """One call in flight at a time: the message nearest the DLQ starts first, then the next most
+    delivered, first deliveries last and in the order they came."""
+    monkeypatch.setattr(app, "window", app.CallWindow(limit=1.0, most=1))
+    keys = ["incoming/fresh-1.jpg", "incoming/twice.jpg", "incoming/fresh-2.jpg", "incoming/five.jpg"]
+    for key in ("incoming/five.jpg", "incoming/twice.jpg", "incoming/fresh-1.jpg", "incoming/fresh-2.jpg"):
         rekognition.returns(key, LABELS)
-    event = deliver(
-        aws, notification(s3_record("incoming/retried.jpg")), notification(s3_record("incoming/fresh.jpg"))
-    )
-    _delivered_before(event, 0)
+    event = deliver(aws, *(notification(s3_record(key)) for key in keys))
+    _delivered_before(event, 1, receives=2)
+    _delivered_before(event, 3, receives=5)
     assert invoke(event) == NO_FAILURES
-    assert rekognition.keys == ["incoming/fresh.jpg", "incoming/retried.jpg"]
+    assert rekognition.keys == [
+        "incoming/five.jpg",
+        "incoming/twice.jpg",
+        "incoming/fresh-1.jpg",
+        "incoming/fresh-2.jpg",
+    ]
 
 
 def test_a_retried_message_whose_attempt_ends_is_unmarked(aws, rekognition):

@@ -334,9 +334,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     budget.start(context)
     raw_records = event.get("Records", [])
     _hold_for_this_invocation(raw_records, context)
-    # First deliveries first, retried messages after them: each message is deleted as soon as it is
-    # done, so if a retried message kills the invocation, the first deliveries are not lost with it.
-    records = sorted((SQSRecord(r) for r in raw_records), key=_receives)
+    # The most-delivered messages first: a message handed back unstarted at the invocation's end
+    # (more messages than the model took in the time) still spent a receive, and taken last it was
+    # left over again until it reached the DLQ (7 of 5,000 images auto-scaling from one unit to
+    # four, when first deliveries went first). A retried message that kills the invocation costs its
+    # batch-mates one receive either way, and it is moved to the DLQ unattempted on its next delivery.
+    records = sorted((SQSRecord(r) for r in raw_records), key=_receives, reverse=True)
     failed = _process_concurrently(records)
     _count_progress(len(records) - len(failed))
     _metric("ProcessorSeconds", time.monotonic() - started, MetricUnit.Seconds)
