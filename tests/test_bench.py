@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from customlabels_batch.bench.__main__ import main
 
 
@@ -40,3 +42,22 @@ def test_next_run_bench_runs_the_batch_twice_in_one_emulation_and_prints_each_re
     )
     # Three images fill no whole minute: the busiest minute's rate, said to be a lower bound.
     assert all("a lower bound: no full minute" in line and "0 in the DLQ" in line for line in lines)
+
+
+def test_scenario_filter_runs_only_the_named_scenarios_and_refuses_a_name_that_matches_none(tmp_path, capsys):
+    output = tmp_path / "bench-results.json"
+    assert (
+        main(["--suite", "costs", "--scenario", "1 images, start 5", "--jobs", "1", "--output", str(output)])
+        == 0
+    )
+    result = json.loads(output.read_text())
+    assert [(run["scenario"], run["policy"]) for run in result["runs"]] == [
+        ("1 images, start 5 min", "pipeline"),
+        ("1 images, start 5 min", "reference"),
+    ]
+    assert result["command"].endswith("--scenario 1 images, start 5 --jobs 1 --output " + str(output))
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--suite", "costs", "--scenario", "no such batch", "--output", str(output)])
+    assert refused.value.code == 2
+    assert "no scenario of the suite has 'no such batch'" in capsys.readouterr().err

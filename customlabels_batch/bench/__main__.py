@@ -479,6 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full-size", action="store_true", help="the large backlog at 100,000 images (about an hour more)"
     )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="only the suite's scenarios whose name contains TEXT (repeatable), e.g. 'auto-scaling'",
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
     parser.add_argument(
@@ -500,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
             *([s for s in CAPACITY if s.images == 2000] if args.suite == "matrix" else []),
         ]
     )
+    if args.scenario:
+        scenarios = [s for s in scenarios if any(text in s.name for text in args.scenario)]
+        if not scenarios:
+            parser.error(f"no scenario of the suite has {' or '.join(map(repr, args.scenario))} in its name")
     rows = _run_all(scenarios, args.jobs, args.mapping_transition_seconds)
     order = {s.name: i for i, s in enumerate(scenarios)}
     rows.sort(key=lambda r: (order[r["scenario"]], r["policy"]))
