@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_processor import processor_environment
 
 from customlabels_batch.bench.__main__ import main
+from customlabels_batch.bench.adaptive import ATTEMPTS, adaptive_retries
+from customlabels_batch.emulator.functions import PROCESSOR, load_handler
 
 
 def test_bench_smoke_scenario_reports_both_policies_and_checks_itself(tmp_path, capsys):
@@ -61,3 +64,24 @@ def test_scenario_filter_runs_only_the_named_scenarios_and_refuses_a_name_that_m
         main(["--suite", "costs", "--scenario", "no such batch", "--output", str(output)])
     assert refused.value.code == 2
     assert "no scenario of the suite has 'no such batch'" in capsys.readouterr().err
+
+
+def test_the_adaptive_variant_paces_with_botocore_s_limiter_and_holds_the_call_window_at_the_batch(
+    monkeypatch,
+):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    module = load_handler(PROCESSOR, "adaptive_variant", processor_environment())
+    adaptive_retries(module)
+    client = module.rekognition_client()
+    assert client.meta.config.retries == {"mode": "adaptive", "total_max_attempts": ATTEMPTS}
+    # botocore's limiter paces every DetectCustomLabels call of this environment's client.
+    sending = client.meta.events._emitter._handlers.prefix_search(
+        "before-send.rekognition.DetectCustomLabels"
+    )
+    assert "ClientRateLimiter" in [
+        type(getattr(handler, "__self__", handler)).__name__ for handler in sending
+    ]
+    # Throttles no longer narrow the call window: it stays at the whole batch.
+    for _ in range(20):
+        module.window.throttled(started=module.time.monotonic() + 1)
+    assert module.window.allowed() == module.MAX_CALLS_IN_FLIGHT

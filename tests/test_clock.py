@@ -1,13 +1,20 @@
 """The emulation's clock: a handler's thread pool and its wait() run on emulated time, and a call's
-end wakes the handler waiting on it at the emulated moment the call ended."""
+end wakes the handler waiting on it at the emulated moment the call ended; botocore's rate limiter
+waits on it too."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 
 import pytest
+from botocore.retries import bucket
 
+from customlabels_batch.emulator import virtual_time
 from customlabels_batch.emulator.clock import DeadlineReached, VirtualClock, threads_on
+from customlabels_batch.emulator.control_plane import ControlPlane
+from customlabels_batch.emulator.state import Emulation
 
 
 @pytest.fixture
@@ -92,3 +99,17 @@ def test_a_signal_wakes_only_the_actor_it_names(clock):
     assert woken == {"signalled": True, "other": False}
     for thread in threads:
         thread.join()
+
+
+def test_botocore_s_adaptive_rate_limiter_waits_on_the_emulated_clock(clock):
+    """The adaptive retry mode's token bucket paces calls in emulated seconds: at 2 tokens a second,
+    five acquisitions take two and a half (the bucket starts empty), with no wall-clock wait."""
+    with contextlib.ExitStack() as patched:
+        for patch in virtual_time._botocore(Emulation(clock=clock, control=ControlPlane())):
+            patched.enter_context(patch)
+        tokens = bucket.TokenBucket(max_rate=2, clock=bucket.Clock())
+        wall, start = time.monotonic(), clock.now()
+        for _ in range(5):
+            assert tokens.acquire()
+        assert clock.now() - start == pytest.approx(2.5)
+        assert time.monotonic() - wall < 2.0

@@ -16,9 +16,11 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 
 from PIL import Image, ImageDraw
 
@@ -135,8 +137,10 @@ def run_one(
     policy: str,
     time_scale: float = math.inf,
     mapping_transition_seconds: float | None = None,
+    processor_variant: Callable[[ModuleType], None] | None = None,
 ) -> dict:
-    """One scenario under one policy ("pipeline" or "reference"), in this process."""
+    """One scenario under one policy ("pipeline" or "reference"), in this process (with the
+    processor as deployed, or a variant of it: EmulationOptions.processor_variant)."""
     control = ControlPlane()
     if mapping_transition_seconds is not None:
         control.mapping_transition_seconds = mapping_transition_seconds
@@ -156,6 +160,7 @@ def run_one(
         status_change_rule=policy == "pipeline",  # the reference deploys no clean-up rule
         max_emulated_seconds=3 * 24 * 3600,
         control=control,
+        processor_variant=processor_variant,
     )
     body = _image()
     poison = round(scenario.images * scenario.poison_share)

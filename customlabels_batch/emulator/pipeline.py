@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TextIO
 from urllib.parse import unquote_plus
 
@@ -143,6 +144,9 @@ class EmulationOptions:
     max_emulated_seconds: float = 7 * 24 * 3600
     # How the control plane behaves where AWS gives no figure (transition times, listing lag, ...).
     control: ControlPlane = field(default_factory=ControlPlane)
+    # Applied to each processor copy as it loads, after the emulator's own patches: a benchmark's
+    # variant of the handler (customlabels_batch.bench.adaptive). None: the handler as deployed.
+    processor_variant: Callable[[ModuleType], None] | None = None
 
 
 class EmulatedPipeline:
@@ -453,6 +457,8 @@ class EmulatedPipeline:
             handler = module.logger.registered_handler
             self._exit.callback(setattr, handler, "stream", handler.stream)
             handler.stream = self.options.processor_log
+        if self.options.processor_variant is not None:
+            self.options.processor_variant(module)
         return module.lambda_handler
 
     def _load_run_recorder(self, function_arn: str, environment: dict[str, str]) -> Callable[[dict], dict]:

@@ -1,7 +1,8 @@
 """moto and botocore on the emulation's clock: Step Functions' Wait states, Retry intervals and state
 timestamps, SQS visibility and receive times, S3 event notifications' times, botocore's retry
-sleeps; every execution thread is a clock actor, and whatever an actor may be waiting for (a new
-message, a stopped execution) wakes the clock (a mapping update wakes it in control_plane)."""
+sleeps and its adaptive mode's rate limiter; every execution thread is a clock actor, and whatever
+an actor may be waiting for (a new message, a stopped execution) wakes the clock (a mapping update
+wakes it in control_plane)."""
 
 from __future__ import annotations
 
@@ -158,9 +159,33 @@ def _s3(emulation: Emulation) -> list[Any]:
 
 def _botocore(emulation: Emulation) -> list[Any]:
     from botocore import endpoint
+    from botocore.exceptions import CapacityNotAvailableError
+    from botocore.retries import bucket
+
+    clock = emulation.clock
+
+    def _acquire(self, amount, block):
+        # The adaptive retry mode's client-side rate limiter: its token bucket waits on a condition
+        # for real seconds; here the caller (a clock actor) sleeps on the emulated clock instead,
+        # the bucket's lock released as the condition's wait releases it.
+        self._refill()
+        while amount > self._current_capacity:
+            if not block:
+                raise CapacityNotAvailableError()
+            wait = self._sleep_amount(amount)
+            self._lock.release()
+            try:
+                clock.sleep(wait)
+            finally:
+                self._lock.acquire()
+            self._refill()
+        self._current_capacity -= amount
+        return True
 
     return [
         mock.patch.object(
-            endpoint, "time", types.SimpleNamespace(**{**vars(endpoint.time), "sleep": emulation.clock.sleep})
-        )
+            endpoint, "time", types.SimpleNamespace(**{**vars(endpoint.time), "sleep": clock.sleep})
+        ),
+        mock.patch.object(bucket, "time", types.SimpleNamespace(time=clock.epoch_seconds, sleep=clock.sleep)),
+        mock.patch.object(bucket.TokenBucket, "_acquire", _acquire),
     ]
