@@ -7,7 +7,7 @@ import json
 import pytest
 from test_processor import processor_environment
 
-from customlabels_batch.bench.__main__ import main
+from customlabels_batch.bench.__main__ import capacity_targets, main
 from customlabels_batch.bench.adaptive import ATTEMPTS, adaptive_retries
 from customlabels_batch.emulator.functions import PROCESSOR, load_handler
 
@@ -85,3 +85,39 @@ def test_the_adaptive_variant_paces_with_botocore_s_limiter_and_holds_the_call_w
     for _ in range(20):
         module.window.throttled(started=module.time.monotonic() + 1)
     assert module.window.allowed() == module.MAX_CALLS_IN_FLIGHT
+
+
+def _backlog_row(images: int, billed: float, minimum: float) -> dict:
+    return {
+        "scenario": f"{images} images, targetDrainMinutes=60, up to 8 units",
+        "policy": "pipeline",
+        "suite": "capacity",
+        "images": images,
+        "billedModelMinutes": billed,
+        "minimumModelMinutes": minimum,
+        "drainMinutes": 45.0,
+        "mostUnitsInService": 8,
+        "unitsChosen": {"why": "test"},
+    }
+
+
+def test_a_backlog_without_a_one_unit_run_is_held_to_5_percent_over_the_least_possible():
+    # 100,000 images at one unit outlast the cost guard: any one-unit run bills at least the minimum.
+    (drained, billed) = capacity_targets([_backlog_row(100000, 340.33, 333.33)])
+    assert drained["met"] and billed["met"]
+    assert "340.33 vs the least possible 333.33 IU-min" in billed["worst"] and "+2.1%" in billed["worst"]
+    (_, over) = capacity_targets([_backlog_row(100000, 351.0, 333.33)])
+    assert not over["met"]
+
+
+def test_a_backlog_with_a_one_unit_run_of_its_size_is_held_to_5_percent_of_that_run():
+    one_unit = {
+        "scenario": "20000 images, start 15 min",
+        "policy": "pipeline",
+        "suite": "costs",
+        "images": 20000,
+    }
+    (_, billed) = capacity_targets(
+        [_backlog_row(20000, 73.08, 66.67), one_unit | {"billedModelMinutes": 67.67}]
+    )
+    assert not billed["met"] and "73.08 vs 67.67 IU-min (+8.0%)" in billed["worst"]

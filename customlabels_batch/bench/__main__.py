@@ -382,14 +382,19 @@ def capacity_targets(rows: list[dict]) -> list[dict]:
         base = one_unit.get(row["images"])
         if base:
             ratio = row["billedModelMinutes"] / base["billedModelMinutes"]
-            checks.append(
-                {
-                    "target": f"{row['images']} images: billed within 5 % of the same batch at one unit",
-                    "worst": f"{row['billedModelMinutes']} vs {base['billedModelMinutes']} IU-min "
-                    f"({ratio - 1:+.1%})",
-                    "met": abs(ratio - 1) <= 0.05,
-                }
-            )
+            against = f"{base['billedModelMinutes']} IU-min"
+        else:
+            # No one-unit run of this size (100,000 images at one unit outlast the cost guard): the
+            # least possible is what any one-unit run would bill at the very least.
+            ratio = row["billedModelMinutes"] / row["minimumModelMinutes"]
+            against = f"the least possible {row['minimumModelMinutes']} IU-min (no one-unit run of this size)"
+        checks.append(
+            {
+                "target": f"{row['images']} images: billed within 5 % of the same batch at one unit",
+                "worst": f"{row['billedModelMinutes']} vs {against} ({ratio - 1:+.1%})",
+                "met": abs(ratio - 1) <= 0.05,
+            }
+        )
     return checks
 
 
@@ -482,7 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         "models of every speed, a large backlog, auto-scaling; matrix: the capacity matrix alone",
     )
     parser.add_argument(
-        "--full-size", action="store_true", help="the large backlog at 100,000 images (about an hour more)"
+        "--full-size",
+        action="store_true",
+        help="the large backlog at 100,000 images (about half an hour more)",
     )
     parser.add_argument(
         "--scenario",
