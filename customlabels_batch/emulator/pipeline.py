@@ -5,6 +5,7 @@ configuration the CDK app reads, the real ASL and the real processor handler, on
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -36,7 +37,7 @@ from customlabels_batch.settings import (
     Use,
 )
 
-from . import functions, moto_fixes, patches
+from . import functions, moto_fixes, patches, services
 from .clock import VirtualClock, threads_on
 from .control_plane import ControlPlane, exact_queue_counts, external_update
 from .custom_labels import Annotations, EmulatedModel, ModelBehaviour, ModelError
@@ -147,6 +148,11 @@ class EmulationOptions:
     # Applied to each processor copy as it loads, after the emulator's own patches: a benchmark's
     # variant of the handler (customlabels_batch.bench.adaptive). None: the handler as deployed.
     processor_variant: Callable[[ModuleType], None] | None = None
+
+
+def _answered_in_process(emulation: Emulation, client):
+    services.answer_detect_in_process(emulation, client)
+    return client
 
 
 class EmulatedPipeline:
@@ -451,6 +457,10 @@ class EmulatedPipeline:
         )
         # Its calls in flight run on threads that are clock actors.
         module.futures = threads_on(self.clock)
+        # Its model calls answered without the HTTP round trip through moto (services.py says when).
+        module.rekognition_client = functools.cache(
+            lambda create=module.rekognition_client: _answered_in_process(self.emulation, create())
+        )
         if self.options.processor_log is not None:
             # Every copy shares one logging handler (same service name); point it at this run's log
             # and put it back on close, so the next emulation does not write to a closed file.

@@ -1,10 +1,12 @@
 """Services moto lacks, emulated on its backends: the Custom Labels model lifecycle and
-DetectCustomLabels (answered by the emulated models, never by moto's canned labels), Lambda Invoke
+DetectCustomLabels (answered by the emulated models, never by moto's canned labels; the processor's
+calls without the HTTP round trip through moto, the same answers: answer_detect_in_process), Lambda Invoke
 of the functions an emulation runs in-process (moto's Docker-free backend would only echo the
 event), and SQS's StartMessageMoveTask (moto raises NotImplementedError)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import traceback
@@ -80,23 +82,12 @@ def _rekognition(emulation: Emulation) -> list[Any]:
 
     @_api("DetectCustomLabels")
     def detect_custom_labels(self):
-        model = _model(self._get_param("ProjectVersionArn"))
-        image = self._get_param("Image") or {}
-        name = image.get("S3Object", {}).get("Name", "")
-        if emulation.crashes_on(name):
-            from .event_source_mapping import InvocationCrash
-
-            raise InvocationCrash(f"Runtime exited while labeling {name} (injected fault)")
-        data = None
-        if "S3Object" in image:
-            data = _read_s3_object(self.current_account, self.partition, image["S3Object"])
-        return {
-            "CustomLabels": model.detect(
-                data,
-                min_confidence=self._get_param("MinConfidence"),
-                max_results=self._get_param("MaxResults"),
-            )
-        }
+        return detect(
+            emulation,
+            {k: self._get_param(k) for k in ("ProjectVersionArn", "Image", "MinConfidence", "MaxResults")},
+            self.current_account,
+            self.partition,
+        )
 
     return [
         mock.patch.object(RekognitionResponse, "start_project_version", start_project_version, create=True),
@@ -106,6 +97,77 @@ def _rekognition(emulation: Emulation) -> list[Any]:
         ),
         mock.patch.object(RekognitionResponse, "detect_custom_labels", detect_custom_labels),
     ]
+
+
+def detect(emulation: Emulation, params: dict, account: str, partition: str) -> dict:
+    """DetectCustomLabels on the emulated model: its answer, or the ModelError / JsonRESTError that
+    AWS would answer with (InvocationCrash for an injected runtime crash)."""
+    from moto.core.exceptions import JsonRESTError
+
+    from .control_plane import access_denied
+
+    access_denied(emulation.control, "rekognition:DetectCustomLabels")
+    arn = params.get("ProjectVersionArn") or ""
+    model = emulation.models.get(arn)
+    if model is None or model.deleted:
+        raise JsonRESTError("ResourceNotFoundException", f"The model version {arn} does not exist.")
+    image = params.get("Image") or {}
+    name = image.get("S3Object", {}).get("Name", "")
+    if emulation.crashes_on(name):
+        from .event_source_mapping import InvocationCrash
+
+        raise InvocationCrash(f"Runtime exited while labeling {name} (injected fault)")
+    data = None
+    if "S3Object" in image:
+        data = _read_s3_object(account, partition, image["S3Object"])
+    elif "Bytes" in image:
+        data = base64.b64decode(image["Bytes"]) if isinstance(image["Bytes"], str) else image["Bytes"]
+    return {
+        "CustomLabels": model.detect(
+            data, min_confidence=params.get("MinConfidence"), max_results=params.get("MaxResults")
+        )
+    }
+
+
+def answer_detect_in_process(emulation: Emulation, client: Any) -> None:
+    """The client's DetectCustomLabels answered by the emulated model at botocore's `before-call`,
+    as botocore's own Stubber answers: the request is still validated and serialised, only the
+    HTTP round trip through moto (sending, moto's routing, the JSON response and its parsing) is
+    skipped. The same `detect` answers as through moto. Only for a client that makes one attempt
+    (the processor's): retries and `before-send` handlers (the adaptive mode's rate limiter) would
+    be skipped with the round trip, so any other client goes through moto."""
+    from botocore.awsrequest import AWSResponse
+    from moto.core.exceptions import JsonRESTError
+
+    from .custom_labels import ModelError
+
+    if client.meta.config.retries != {"mode": "standard", "total_max_attempts": 1}:
+        return
+
+    def before_call(params: dict, **_: Any):
+        request = json.loads(params["body"] or b"{}")
+        _, partition, _, _, account, _ = request.get("ProjectVersionArn", "arn:aws:::123456789012:").split(
+            ":", 5
+        )
+        request_id = str(uuid.uuid4())
+        try:
+            parsed, status = detect(emulation, request, account, partition), 200
+        except ModelError as error:
+            parsed, status = {"Error": {"Code": error.code, "Message": error.message}}, 400
+        except JsonRESTError as error:
+            parsed, status = {"Error": {"Code": error.error_type, "Message": error.message}}, error.code
+        headers = {"x-amzn-requestid": request_id, "content-type": "application/x-amz-json-1.1"}
+        parsed["ResponseMetadata"] = {
+            "RequestId": request_id,
+            "HTTPStatusCode": status,
+            "HTTPHeaders": headers,
+            "RetryAttempts": 0,
+        }
+        response = AWSResponse(params["url"], status, headers, raw=None)
+        response._content = b""
+        return response, parsed
+
+    client.meta.events.register("before-call.rekognition.DetectCustomLabels", before_call)
 
 
 def _read_s3_object(account: str, partition: str, s3_object: dict) -> bytes | None:
