@@ -150,11 +150,6 @@ class EmulationOptions:
     processor_variant: Callable[[ModuleType], None] | None = None
 
 
-def _answered_in_process(emulation: Emulation, client):
-    services.answer_detect_in_process(emulation, client)
-    return client
-
-
 class EmulatedPipeline:
     """Use as a context manager: resources exist inside the block; `run()` drives one scheduled run."""
 
@@ -459,7 +454,9 @@ class EmulatedPipeline:
         module.futures = threads_on(self.clock)
         # Its model calls answered without the HTTP round trip through moto (services.py says when).
         module.rekognition_client = functools.cache(
-            lambda create=module.rekognition_client: _answered_in_process(self.emulation, create())
+            lambda create=module.rekognition_client: services.answer_detect_in_process(
+                self.emulation, create()
+            )
         )
         if self.options.processor_log is not None:
             # Every copy shares one logging handler (same service name); point it at this run's log

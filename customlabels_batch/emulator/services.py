@@ -35,10 +35,7 @@ def _rekognition(emulation: Emulation) -> list[Any]:
     models = emulation.models
 
     def _model(arn: str):
-        model = models.get(arn)
-        if model is None or model.deleted:
-            raise JsonRESTError("ResourceNotFoundException", f"The model version {arn} does not exist.")
-        return model
+        return _existing_model(emulation, arn)
 
     def _api(action: str):
         def decorator(fn):
@@ -99,18 +96,23 @@ def _rekognition(emulation: Emulation) -> list[Any]:
     ]
 
 
-def detect(emulation: Emulation, params: dict, account: str, partition: str) -> dict:
-    """DetectCustomLabels on the emulated model: its answer, or the ModelError / JsonRESTError that
-    AWS would answer with (InvocationCrash for an injected runtime crash)."""
+def _existing_model(emulation: Emulation, arn: str):
+    """The emulated model version, or the ResourceNotFoundException AWS answers for it."""
     from moto.core.exceptions import JsonRESTError
 
-    from .control_plane import access_denied
-
-    access_denied(emulation.control, "rekognition:DetectCustomLabels")
-    arn = params.get("ProjectVersionArn") or ""
     model = emulation.models.get(arn)
     if model is None or model.deleted:
         raise JsonRESTError("ResourceNotFoundException", f"The model version {arn} does not exist.")
+    return model
+
+
+def detect(emulation: Emulation, params: dict, account: str, partition: str) -> dict:
+    """DetectCustomLabels on the emulated model: its answer, or the ModelError / JsonRESTError that
+    AWS would answer with (InvocationCrash for an injected runtime crash)."""
+    from .control_plane import access_denied
+
+    access_denied(emulation.control, "rekognition:DetectCustomLabels")
+    model = _existing_model(emulation, params.get("ProjectVersionArn") or "")
     image = params.get("Image") or {}
     name = image.get("S3Object", {}).get("Name", "")
     if emulation.crashes_on(name):
@@ -129,7 +131,7 @@ def detect(emulation: Emulation, params: dict, account: str, partition: str) -> 
     }
 
 
-def answer_detect_in_process(emulation: Emulation, client: Any) -> None:
+def answer_detect_in_process(emulation: Emulation, client: Any) -> Any:
     """The client's DetectCustomLabels answered by the emulated model at botocore's `before-call`,
     as botocore's own Stubber answers: the request is still validated and serialised, only the
     HTTP round trip through moto (sending, moto's routing, the JSON response and its parsing) is
@@ -142,7 +144,7 @@ def answer_detect_in_process(emulation: Emulation, client: Any) -> None:
     from .custom_labels import ModelError
 
     if client.meta.config.retries != {"mode": "standard", "total_max_attempts": 1}:
-        return
+        return client
 
     def before_call(params: dict, **_: Any):
         request = json.loads(params["body"] or b"{}")
@@ -168,6 +170,7 @@ def answer_detect_in_process(emulation: Emulation, client: Any) -> None:
         return response, parsed
 
     client.meta.events.register("before-call.rekognition.DetectCustomLabels", before_call)
+    return client
 
 
 def _read_s3_object(account: str, partition: str, s3_object: dict) -> bytes | None:
