@@ -833,9 +833,12 @@ def test_retry_delay_doubles_per_delivery_up_to_five_minutes():
 
 def test_the_call_window_starts_at_a_batch_and_balances_growth_against_throttles(monkeypatch):
     monkeypatch.setattr(app, "budget", app.TimeBudget())  # all the time in the world
+    clock = [1000.0]
+    monkeypatch.setattr(app, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=time.sleep))
     window = app.CallWindow(most=10)
     assert window.limit == 10 and window.allowed() == 10
-    sent = time.monotonic()
+    sent = clock[0]
+    clock[0] += 0.1
     window.throttled(sent)
     assert window.limit == pytest.approx(10 * app.CallWindow.SHRINK) and window.allowed() == 9
     # Calls sent with the first met the same full model: they do not narrow it again.
@@ -847,23 +850,63 @@ def test_the_call_window_starts_at_a_batch_and_balances_growth_against_throttles
     for _ in range(1000):
         window.accepted(0.5)
     assert window.limit == 10  # never more than a batch
-    # Each call sent after the last narrowing narrows it again.
+    # A call sent after the last narrowing narrows it again once a round trip (0.5 s) has passed:
+    # retries within the round trip met the same full model.
+    clock[0] += 1
+    window.throttled(clock[0])
+    clock[0] += 0.2
+    window.throttled(clock[0] - 0.1)
+    assert window.limit == pytest.approx(10 * app.CallWindow.SHRINK)
     for _ in range(40):
-        window.throttled(time.monotonic() + 1)
+        clock[0] += 0.5
+        window.throttled(clock[0] - 0.1)
     # Below one call it spaces this environment's calls: one call, then (1/limit - 1) calls' time.
     assert window.allowed() == 1
     assert window.gap() == pytest.approx(0.5 * (1 / window.limit - 1))
     for _ in range(1000):
-        window.throttled(time.monotonic() + 1)
+        clock[0] += 0.5
+        window.throttled(clock[0] - 0.1)
     assert window.limit == app.CallWindow.LOWEST
 
 
-def test_the_window_never_spaces_calls_so_far_apart_that_the_batch_cannot_start(monkeypatch):
-    window = app.CallWindow(limit=app.CallWindow.LOWEST, most=10)
+def test_the_window_grows_per_round_trip_and_faster_while_no_call_is_throttled(monkeypatch):
+    grow, streak = app.CallWindow.GROW, app.CallWindow.STREAK
+    # Calls accepted in a row widen it a step more each, up to STREAK steps a call.
+    window = app.CallWindow(limit=2.0, most=10)
+    for _ in range(3):
+        window.accepted(0.5)
+    assert window.limit == pytest.approx(2.0 * grow ** (1 + 2 + 3))
+    # A throttle (whether or not it narrows) starts the count again.
+    window.throttled(time.monotonic())
+    narrowed = window.limit
     window.accepted(0.5)
+    assert window.limit == pytest.approx(narrowed * grow)
+    window = app.CallWindow(limit=1.0, most=100)
+    for _ in range(streak + 2):
+        window.accepted(0.5)
+    assert window.limit == pytest.approx(grow ** (sum(range(1, streak + 1)) + 2 * streak))
+    # Below one call, a call and the pause after it take 1/limit round trips: as many steps.
+    monkeypatch.setattr(app, "budget", app.TimeBudget())  # all the time in the world
+    window = app.CallWindow(limit=0.25, most=10)
+    window.latency = 0.5
+    window.accepted(0.5)
+    assert window.limit == pytest.approx(0.25 * grow**4)
+    # A pause cut short by the time left counts as what it is: 0.5 s call + 0.75 s pause.
+    budget = app.TimeBudget()
+    budget.until, budget.unfinished = time.monotonic() + 40, 8
+    monkeypatch.setattr(app, "budget", budget)
+    window = app.CallWindow(limit=app.CallWindow.LOWEST, most=10)
+    window.latency = 0.5
+    window.accepted(0.5)
+    assert window.limit == pytest.approx(app.CallWindow.LOWEST * grow**2.5, rel=0.01)
+
+
+def test_the_window_never_spaces_calls_so_far_apart_that_the_batch_cannot_start(monkeypatch):
     budget = app.TimeBudget()
     budget.until, budget.unfinished = time.monotonic() + 40, 8  # 40 s left for 8 messages
     monkeypatch.setattr(app, "budget", budget)
+    window = app.CallWindow(limit=app.CallWindow.LOWEST, most=10)
+    window.accepted(0.5)
     # Not one call per 100 calls' time (50 s): all eight start within a quarter of the time left
     # (10 s), so environments at their floor still ask for more than a slow model takes.
     assert window.gap() == pytest.approx(40 / 8 * 0.25 - window.latency, abs=0.01)
@@ -902,9 +945,10 @@ def test_throttled_calls_beyond_the_window_step_back_and_start_again_when_there_
 
     assert invoke(event) == NO_FAILURES
     assert sorted(stored(aws)) == sorted(f"results/{i}.jpg.json" for i in range(6))
-    # Six sent together met the same full model: one narrowing (to 5.4), then six accepted calls.
+    # Six sent together met the same full model: one narrowing (to 5.4), then six calls accepted in
+    # a row, each widening it a step more than the last (5.4 x 1.05^21, beyond the batch).
     grow, shrink = app.CallWindow.GROW, app.CallWindow.SHRINK
-    assert app.window.limit == pytest.approx(6 * shrink * grow**6)
+    assert 6 * shrink * grow ** (1 + 2 + 3 + 4 + 5 + 6) > 10 and app.window.limit == 10
     # One of the six stepped back instead of retrying: never more than five at once since.
     assert calls[0] == 12 and most_after_throttles[0] <= 5
 

@@ -2,6 +2,8 @@
 
     .venv/bin/python -m customlabels_batch.bench.profile --images 2000 --start-minutes 5
     .venv/bin/python -m customlabels_batch.bench.profile --images 2000 --cprofile /tmp/run.prof
+    .venv/bin/python -m customlabels_batch.bench.profile --images 4000 \
+        --set targetDrainMinutes=2 --set maxInferenceUnits=8
 
 Runs `run_one` (the bench's own scenario runner) once and prints its emulated figures, the wall
 and CPU seconds and their milliseconds per image. With --cprofile, every thread is profiled (the
@@ -62,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-minutes", type=float, default=5)
     parser.add_argument("--poison-share", type=float, default=0.0)
     parser.add_argument("--policy", choices=("pipeline", "reference"), default="pipeline")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting, as cdk.json's (repeatable)",
+    )
     parser.add_argument("--cprofile", metavar="FILE", help="profile every thread; write merged stats here")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args(argv)
@@ -71,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         args.images,
         args.start_minutes,
         poison_share=args.poison_share,
+        overrides=tuple(tuple(pair.split("=", 1)) for pair in args.set),
     )
     started, cpu = time.monotonic(), time.process_time()
     if args.cprofile:
@@ -83,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         k: row[k]
         for k in (
             "billedModelMinutes",
+            "mostUnitsInService",
             "stateTransitions",
             "throttledCalls",
             "itemFailures",

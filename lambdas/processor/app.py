@@ -382,10 +382,23 @@ class CallWindow:
 
     - It starts at a whole batch: throttles bring it down within a few round trips, where growing
       from one call would leave a fast model idle while it grew.
-    - Every accepted call widens it by GROW. A throttled call narrows it by SHRINK, once per flight:
-      calls sent together meet the same full model, so only a call sent after the last narrowing
-      narrows it again. A throttled call that finds more calls in flight than the window allows
-      steps back (Crowded) and waits for a place, so the window bounds the calls that retry too.
+    - An accepted call widens it by GROW for each round trip the call took of this environment's
+      time (below one call, its pause after the call too: such a window grows as fast per second as
+      a window of one), and that to the power of the calls accepted in a row since this
+      environment's last throttle (at most STREAK). At a full model throttles come every few calls
+      and hold the growth near GROW per round trip; a model that has stopped throttling (the end of
+      a drain, a unit added) is taken up within a few round trips. Measured, 100 images at 5
+      calls/s, 21 runs each: 80-100 % of the capacity over the drain with GROW per call alone (the
+      last environments' paced calls trickled), 91-103 % with this.
+    - A throttled call narrows it by SHRINK, at most once per round trip: calls sent together, or
+      retried within one round trip, meet the same full model, so only a call sent after the last
+      narrowing, a round trip (the accepted calls' smoothed latency) or more after it, narrows it
+      again. Narrowed at every retried throttle instead, the first second's throttles (254 of them
+      at 100 images on one unit) left windows near their floor for the rest of a short drain:
+      measured, 100 images at 5 calls/s, 12 runs each, 90-102 % of the capacity over the drain, and
+      98-103 % once per round trip.
+    - A throttled call that finds more calls in flight than the window allows steps back (Crowded)
+      and waits for a place, so the window bounds the calls that retry too.
     - The environments together ask a little more than the model can take, so it never waits for
       work, whatever its throughput and latency and however many environments share it.
     - Below one call the window spaces this environment's calls (at 0.25, one call, then three
@@ -399,6 +412,7 @@ class CallWindow:
       with a quarter."""
 
     GROW = 1.05
+    STREAK = 8
     SHRINK = 0.9
     LOWEST = 0.01
     PACE_WITHIN = 0.25
@@ -409,6 +423,7 @@ class CallWindow:
         self.in_flight = 0  # messages being worked on (set by _process_concurrently)
         self.latency = 0.0  # smoothed, of accepted calls
         self.narrowed_at = -math.inf  # monotonic
+        self.streak = 0  # calls accepted since the last throttle
         self._lock = threading.Lock()
 
     def allowed(self) -> int:
@@ -425,14 +440,18 @@ class CallWindow:
     def accepted(self, seconds: float) -> None:
         with self._lock:
             self.latency = seconds if not self.latency else 0.8 * self.latency + 0.2 * seconds
-            self.limit = min(self.limit * self.GROW, float(self.most))
+            self.streak = min(self.streak + 1, self.STREAK)
+            round_trips = 1 + self.gap() / self.latency if self.latency else 1.0
+            self.limit = min(self.limit * self.GROW ** (self.streak * round_trips), float(self.most))
 
     def throttled(self, started: float) -> None:
         """A call sent at `started` (monotonic) was throttled."""
         with self._lock:
-            if started >= self.narrowed_at:
+            self.streak = 0
+            now = time.monotonic()
+            if started >= self.narrowed_at and now - self.narrowed_at >= self.latency:
                 self.limit = max(self.LOWEST, self.limit * self.SHRINK)
-                self.narrowed_at = time.monotonic()
+                self.narrowed_at = now
 
     def gap(self) -> float:
         """The pause after a call that keeps this environment at a window below one call, at most
