@@ -95,6 +95,11 @@ def test_moto_still_needs_the_step_functions_fixes(tmp_path, monkeypatch):
             "Queue.delete_message",
             lambda source: "for message in self._messages" in source,
         ),
+        # ...and so does a visibility change.
+        (
+            "SQSBackend.change_message_visibility",
+            lambda source: "for message in queue._messages" in source,
+        ),
         # The counts read the time once per message; the fast counts repeat these two tests.
         ("Message.visible", lambda source: "current_time > self.visible_at" in source),
         ("Message.delayed", lambda source: "current_time < self.delayed_until" in source),
@@ -213,3 +218,45 @@ def test_moto_still_fails_a_stop_that_comes_before_the_execution_thread_is_ready
     with pytest.raises(AttributeError, match="set_stop"):
         status = _stop_as_soon_as_started(fixed=False)
         assert status != "ABORTED", "moto stops an execution that has just started: drop the fix"
+
+
+def _visibility_answers(*, fixed: bool) -> list[object]:
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto import mock_aws
+
+    with mock_aws(), contextlib.ExitStack() as stack:
+        if fixed:
+            for patch in moto_fixes._sqs():
+                stack.enter_context(patch)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="a")
+        first = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
+        second = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
+        answers: list[object] = []
+        # The current handle, an earlier one of the same message, one never issued, beyond 12 hours.
+        for handle, seconds in ((second, 30), (first, 60), ("not-a-handle", 30), (second, 43201)):
+            try:
+                sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=seconds)
+                answers.append("ok")
+            except ClientError as error:
+                answers.append(error.response["Error"]["Code"])
+            counts = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+            answers.append(counts)
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=second)
+        try:
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=second, VisibilityTimeout=0)
+            answers.append("ok")
+        except ClientError as error:
+            answers.append(error.response["Error"]["Code"])
+        return answers
+
+
+def test_the_indexed_visibility_change_answers_as_moto_does():
+    fixed = _visibility_answers(fixed=True)
+    assert fixed == _visibility_answers(fixed=False)
+    assert fixed[0] == "ok" and "ok" not in (fixed[4], fixed[6], fixed[8])

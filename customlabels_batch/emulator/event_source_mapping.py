@@ -10,6 +10,7 @@ redrive policy (moto's) take over.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -114,11 +115,16 @@ class EventSourceMappingEmulator:
 
     # Polling reads moto's objects directly: it runs on every emulated step, and going through
     # boto3 for each look would make long runs slow without changing what they show.
-    def _moto_mapping(self):
+    @functools.cached_property
+    def _lambda_backend(self):
+        # Found once: moto's lookup of an account's backend was a tenth of a multi-unit run's CPU
+        # time, the waiting pollers asking for it at every poke.
         from moto.awslambda.utils import get_backend
 
-        account = self.function_arn.split(":")[4]
-        return get_backend(account, self.region).get_event_source_mapping(self.mapping_uuid)
+        return get_backend(self.function_arn.split(":")[4], self.region)
+
+    def _moto_mapping(self):
+        return self._lambda_backend.get_event_source_mapping(self.mapping_uuid)
 
     def _polling(self) -> bool:
         return mapping_polls(self._moto_mapping())

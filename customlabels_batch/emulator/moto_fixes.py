@@ -16,9 +16,10 @@
   AttributeError; AWS stops an execution however recently it started.
 - SQS: moto's queues are not thread-safe (concurrent receives fail with "Set changed size during
   iteration"); send/receive build all three message counts by scanning every message, and delete
-  scans every receipt handle: quadratic over a drain of thousands. A receive also lists every visible
-  message before it takes the first few, and builds every queue attribute three times per received
-  message (for its retention period) and per attribute GetQueueAttributes names.
+  and ChangeMessageVisibility scan every receipt handle: quadratic over a drain of thousands. A
+  receive also lists every visible message before it takes the first few, and builds every queue
+  attribute three times per received message (for its retention period) and per attribute
+  GetQueueAttributes names.
 - CloudWatch: moto answers a percentile statistic (`p95`) with nothing; AWS computes it from the raw
   values put (the run recorder reads the time to result as p50 and p95).
 """
@@ -37,6 +38,8 @@ from customlabels_batch import waits
 
 # Also taken by the emulator where it reads moto's queues directly.
 SQS_LOCK = threading.RLock()
+# moto refuses a visibility change that ends over 12 hours after the message was sent.
+MAX_VISIBILITY_MS = 43200 * 1000
 
 
 def patches(now: Any) -> list[Any]:
@@ -347,6 +350,25 @@ def _sqs() -> list[Any]:
         mock.patch.object(sqs_models.Message, "mark_received", mark_received),
         mock.patch.object(sqs_models.Queue, "delete_message", delete_message),
     ]
+
+    # ChangeMessageVisibility scans every message's receipt-handle history too (a processor
+    # invocation sets its batch's visibility first): the same index, moto's own answer for anything
+    # it does not hold (errors included).
+    original_change_visibility = sqs_models.SQSBackend.change_message_visibility
+
+    def change_message_visibility(self, queue_name, receipt_handle, visibility_timeout):
+        queue = self.get_queue(queue_name)
+        message = by_handle.get(receipt_handle)
+        if message is None or message not in queue._messages:
+            return original_change_visibility(self, queue_name, receipt_handle, visibility_timeout)
+        given = sqs_models.unix_time_millis() + int(visibility_timeout) * 1000
+        if given - message.sent_timestamp > MAX_VISIBILITY_MS:
+            return original_change_visibility(self, queue_name, receipt_handle, visibility_timeout)
+        message.change_visibility(visibility_timeout)
+        if message.visible and message in queue.pending_messages:
+            queue.pending_messages.remove(message)
+        return None
+
     backend = sqs_models.SQSBackend
     wrapped = {
         name: serialised(attributes_built_once(getattr(backend, name)))
@@ -355,11 +377,11 @@ def _sqs() -> list[Any]:
             "send_message_batch",
             "delete_message",
             "delete_message_batch",
-            "change_message_visibility",
             "change_message_visibility_batch",
             "purge_queue",
         )
     }
+    wrapped["change_message_visibility"] = serialised(attributes_built_once(change_message_visibility))
     wrapped["send_message"] = serialised(attributes_built_once(without_counts(backend.send_message)))
     wrapped["receive_message"] = serialised(
         attributes_built_once(without_counts(backend.receive_message, lazy=True))
