@@ -395,8 +395,8 @@ class CallWindow:
       narrowing, a round trip (the accepted calls' smoothed latency) or more after it, narrows it
       again. Narrowed at every retried throttle instead, the first second's throttles (254 of them
       at 100 images on one unit) left windows near their floor for the rest of a short drain:
-      measured, 100 images at 5 calls/s, 12 runs each, 90-102 % of the capacity over the drain, and
-      98-103 % once per round trip.
+      measured, 100 images at 5 calls/s, 90-102 % of the capacity over the drain in 12 runs, and
+      93-103 % in 18 runs once per round trip.
     - A throttled call that finds more calls in flight than the window allows steps back (Crowded)
       and waits for a place, so the window bounds the calls that retry too.
     - The environments together ask a little more than the model can take, so it never waits for
