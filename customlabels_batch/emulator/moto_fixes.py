@@ -35,11 +35,10 @@ from typing import Any
 from unittest import mock
 
 from customlabels_batch import waits
+from customlabels_batch.settings import MAX_VISIBILITY_TIMEOUT_SECONDS
 
 # Also taken by the emulator where it reads moto's queues directly.
 SQS_LOCK = threading.RLock()
-# moto refuses a visibility change that ends over 12 hours after the message was sent.
-MAX_VISIBILITY_MS = 43200 * 1000
 
 
 def patches(now: Any) -> list[Any]:
@@ -362,7 +361,7 @@ def _sqs() -> list[Any]:
         if message is None or message not in queue._messages:
             return original_change_visibility(self, queue_name, receipt_handle, visibility_timeout)
         given = sqs_models.unix_time_millis() + int(visibility_timeout) * 1000
-        if given - message.sent_timestamp > MAX_VISIBILITY_MS:
+        if given - message.sent_timestamp > MAX_VISIBILITY_TIMEOUT_SECONDS * 1000:  # moto refuses it
             return original_change_visibility(self, queue_name, receipt_handle, visibility_timeout)
         message.change_visibility(visibility_timeout)
         if message.visible and message in queue.pending_messages:

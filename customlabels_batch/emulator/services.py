@@ -34,9 +34,6 @@ def _rekognition(emulation: Emulation) -> list[Any]:
 
     models = emulation.models
 
-    def _model(arn: str):
-        return _existing_model(emulation, arn)
-
     def _api(action: str):
         def decorator(fn):
             def wrapper(self):
@@ -52,14 +49,14 @@ def _rekognition(emulation: Emulation) -> list[Any]:
 
     @_api("StartProjectVersion")
     def start_project_version(self):
-        model = _model(self._get_param("ProjectVersionArn"))
+        model = _existing_model(emulation, self._get_param("ProjectVersionArn"))
         return {
             "Status": model.start(self._get_param("MinInferenceUnits"), self._get_param("MaxInferenceUnits"))
         }
 
     @_api("StopProjectVersion")
     def stop_project_version(self):
-        model = _model(self._get_param("ProjectVersionArn"))
+        model = _existing_model(emulation, self._get_param("ProjectVersionArn"))
         refuse = emulation.control.stop_refused_while_starting_seconds
         return {"Status": model.stop(refuse_while_starting_seconds=refuse)}
 

@@ -388,8 +388,8 @@ class CallWindow:
       environment's last throttle (at most STREAK). At a full model throttles come every few calls
       and hold the growth near GROW per round trip; a model that has stopped throttling (the end of
       a drain, a unit added) is taken up within a few round trips. Measured, 100 images at 5
-      calls/s, 21 runs each: 80-100 % of the capacity over the drain with GROW per call alone (the
-      last environments' paced calls trickled), 91-103 % with this.
+      calls/s: 80-100 % of the capacity over the drain in 21 runs with GROW per call alone (the
+      last environments' paced calls trickled), 90-102 % in 12 runs with this.
     - A throttled call narrows it by SHRINK, at most once per round trip: calls sent together, or
       retried within one round trip, meet the same full model, so only a call sent after the last
       narrowing, a round trip (the accepted calls' smoothed latency) or more after it, narrows it
