@@ -622,6 +622,10 @@ def test_transient_api_errors_are_retried(aws, rekognition, code, status):
 
     assert response == failures(event["Records"][0]["messageId"])
     assert stored(aws) == {}
+    # A model that is not running (stopping, stopped, gone) waits for a run to start it: the
+    # message stays away long enough not to spend its receives meanwhile; the rest back off.
+    delay = app.MODEL_NOT_RUNNING_RETRY_SECONDS if code.startswith("Resource") else 10
+    assert [(c["VisibilityTimeout"], c["status"]) for c in aws.visibility_changes] == [(delay, 200)]
 
 
 def test_an_unknown_4xx_refusal_of_the_image_is_an_error_record_naming_the_code(aws, rekognition):

@@ -106,6 +106,19 @@ class TransientImageError(Exception):
     """Labeling failed for a reason that may pass (throttling, model not ready, 5xx, network)."""
 
 
+class ModelNotRunningError(TransientImageError):
+    """The model version is not RUNNING (stopping, stopped, gone): no retry can succeed before a run
+    starts it again, so the message waits MODEL_NOT_RUNNING_RETRY_SECONDS instead of the back-off."""
+
+
+# A model stopped while the mapping still delivers (it is disabling, or was enabled by hand) would
+# otherwise take an image's receives at the back-off's 10, 20, 40 s towards the DLQ: two minutes
+# holds a transition of a few minutes to a receive or two, and the next run's model takes longer to
+# start than that.
+MODEL_NOT_RUNNING_CODES = frozenset({"ResourceNotReadyException", "ResourceNotFoundException"})
+MODEL_NOT_RUNNING_RETRY_SECONDS = 120
+
+
 class NotAttemptedError(TransientImageError):
     """Not started, for want of time: back to the queue at once, without a back-off."""
 
@@ -315,6 +328,13 @@ def _attempt(record: SQSRecord, retried: bool) -> None:
         logger.info("Message left for the next delivery", messageId=record.message_id, reason=str(error))
         _metric("NotAttempted")
         _retry_soon(record, 0, back_off=False)
+        raise
+    except ModelNotRunningError as error:
+        logger.warning(
+            "The model is not running; the message waits", messageId=record.message_id, reason=str(error)
+        )
+        _metric("TransientFailures")
+        _retry_soon(record, MODEL_NOT_RUNNING_RETRY_SECONDS, back_off=False)
         raise
     except Exception as error:
         if isinstance(error, TransientImageError):
@@ -705,6 +725,8 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
                     # soon instead of backing off for seconds and leaving paid capacity idle.
                     time.sleep(_throttle_pause(attempt))
                     continue
+            if code in MODEL_NOT_RUNNING_CODES:
+                raise ModelNotRunningError(f"DetectCustomLabels failed: {error}") from error
             if kind in (TRANSIENT, THROTTLED):
                 raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
             # Any other 4xx: this request, for this image, can never succeed as sent.
