@@ -64,14 +64,13 @@ PERMANENT_IMAGE_ERRORS = {
         "Rekognition could not read the object from S3 (deleted, not accessible or in another Region)."
     ),
 }
+# The model is not RUNNING, or its version is gone: the orchestration's business (it stops the run);
+# the image waits in the queue for a run with a model, MODEL_NOT_RUNNING_RETRY_SECONDS at a time.
+MODEL_NOT_RUNNING_ERRORS = frozenset({"ResourceNotReadyException", "ResourceNotFoundException"})
 TRANSIENT_ERRORS = frozenset(
     {
         "ThrottlingException",
         "ProvisionedThroughputExceededException",
-        # The model is not RUNNING, or its version is gone: the orchestration's business (it stops
-        # the run); the image waits in the queue for a run with a model.
-        "ResourceNotReadyException",
-        "ResourceNotFoundException",
         "LimitExceededException",
         "InternalServerError",
         "ServiceUnavailable",
@@ -115,7 +114,6 @@ class ModelNotRunningError(TransientImageError):
 # otherwise take an image's receives at the back-off's 10, 20, 40 s towards the DLQ: two minutes
 # holds a transition of a few minutes to a receive or two, and the next run's model takes longer to
 # start than that.
-MODEL_NOT_RUNNING_CODES = frozenset({"ResourceNotReadyException", "ResourceNotFoundException"})
 MODEL_NOT_RUNNING_RETRY_SECONDS = 120
 
 
@@ -133,13 +131,21 @@ DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "KMS.AccessDe
 
 # What an AWS error means for the message, decided by its code where the code is known and by its
 # HTTP status where it is not (an unknown code is never "unexpected").
-IMAGE, DENIED, THROTTLED, TRANSIENT, REFUSED = "image", "denied", "throttled", "transient", "refused"
+IMAGE, DENIED, THROTTLED, NOT_RUNNING, TRANSIENT, REFUSED = (
+    "image",
+    "denied",
+    "throttled",
+    "not running",
+    "transient",
+    "refused",
+)
 
 
 def classify(error: ClientError) -> str:
     """IMAGE: the image is unusable; DENIED: the pipeline is refused (403); THROTTLED: capacity is
-    fully used (429); TRANSIENT: may pass (5xx, model not ready); REFUSED: any other 4xx, a request
-    that can never succeed as sent."""
+    fully used (429); NOT_RUNNING: the model is not running (or gone) until a run starts it;
+    TRANSIENT: may pass (5xx, network); REFUSED: any other 4xx, a request that can never succeed as
+    sent."""
     code, status = _error_code(error), _status(error)
     if code in PERMANENT_IMAGE_ERRORS:
         return IMAGE
@@ -147,6 +153,8 @@ def classify(error: ClientError) -> str:
         return DENIED
     if code in THROTTLE_CODES or status == 429:
         return THROTTLED
+    if code in MODEL_NOT_RUNNING_ERRORS:
+        return NOT_RUNNING
     if code in TRANSIENT_ERRORS or status >= 500 or not status:
         return TRANSIENT
     return REFUSED
@@ -725,7 +733,7 @@ def _detect_custom_labels(image: ImageRef) -> list[dict[str, Any]]:
                     # soon instead of backing off for seconds and leaving paid capacity idle.
                     time.sleep(_throttle_pause(attempt))
                     continue
-            if code in MODEL_NOT_RUNNING_CODES:
+            if kind == NOT_RUNNING:
                 raise ModelNotRunningError(f"DetectCustomLabels failed: {error}") from error
             if kind in (TRANSIENT, THROTTLED):
                 raise TransientImageError(f"DetectCustomLabels failed: {error}") from error
