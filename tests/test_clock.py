@@ -12,7 +12,13 @@ import pytest
 from botocore.retries import bucket
 
 from customlabels_batch.emulator import virtual_time
-from customlabels_batch.emulator.clock import DeadlineReached, VirtualClock, threads_on
+from customlabels_batch.emulator.clock import (
+    MAPPING_TOPIC,
+    MESSAGES_TOPIC,
+    DeadlineReached,
+    VirtualClock,
+    threads_on,
+)
 from customlabels_batch.emulator.control_plane import ControlPlane
 from customlabels_batch.emulator.state import Emulation
 
@@ -97,6 +103,44 @@ def test_a_signal_wakes_only_the_actor_it_names(clock):
     assert woken == {"signalled": True}
     clock.sleep(100)
     assert woken == {"signalled": True, "other": False}
+    for thread in threads:
+        thread.join()
+
+
+def test_a_watcher_looks_again_only_after_the_pokes_it_waits_on(clock):
+    looks = {"any": 0, "mapping": 0}
+    ended: dict[str, float] = {}
+    actors = {name: clock.new_actor() for name in looks}
+    wakes_on = {"any": None, "mapping": frozenset({MAPPING_TOPIC})}
+
+    def watcher(name):
+        clock.bind(actors[name])
+
+        def predicate():
+            looks[name] += 1
+            return False
+
+        clock.wait_until(predicate, timeout=50, wakes_on=wakes_on[name])
+        ended[name] = clock.now()
+        clock.retire(actors[name])
+
+    threads = [threading.Thread(target=watcher, args=(name,)) for name in looks]
+    for thread in threads:
+        thread.start()
+    clock.sleep(1)
+    first = looks["any"]
+    clock.sleep(1)  # time steps
+    clock.poke(MESSAGES_TOPIC)
+    clock.sleep(1)
+    assert looks["any"] > first and looks["mapping"] == 1  # the default looks at every step and poke
+    clock.poke(MAPPING_TOPIC)
+    clock.sleep(1)
+    assert looks["mapping"] == 2
+    clock.poke()  # no topic: anything may have changed
+    clock.sleep(1)
+    assert looks["mapping"] == 3
+    clock.sleep(60)
+    assert ended == {"any": 50.0, "mapping": 50.0}  # and each at its timeout
     for thread in threads:
         thread.join()
 

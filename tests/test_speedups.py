@@ -64,6 +64,43 @@ def test_user_agent_is_botocore_s():
         assert user_agent.to_string() == expected
 
 
+def _authorization_headers(patches) -> list[str]:
+    """The Authorization headers of an S3 and an SQS request as moto receives them."""
+    headers: list[str] = []
+    with mock_aws(), _applied(patches):
+        for service in ("s3", "sqs"):
+            client = boto3.client(service, region_name="eu-west-1")
+            client.meta.events.register(
+                "before-send", lambda request, **_: headers.append(request.headers["Authorization"])
+            )
+            if service == "s3":
+                client.list_buckets()
+            else:
+                client.list_queues()
+    return [header.decode() if isinstance(header, bytes) else header for header in headers]
+
+
+def test_the_authorization_header_is_botocore_s_but_for_the_unchecked_signature():
+    signed = _authorization_headers([])
+    unsigned = _authorization_headers(speedups.patches())
+    assert len(signed) == len(unsigned) == 2
+    for real, emulated in zip(signed, unsigned, strict=True):
+        scope, headers, signature = real.split(", ")
+        assert emulated == f"{scope}, {headers}, Signature={speedups.UNCHECKED_SIGNATURE}"
+        assert signature != f"Signature={speedups.UNCHECKED_SIGNATURE}"
+        assert "/eu-west-1/" in scope  # what moto reads the Region from, with the access key
+
+
+def test_s3_s_url_module_is_loaded_once_with_the_same_urls():
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends["123456789012"]["aws"]
+    expected = (backend.url_bases, backend.url_paths)
+    with _applied(speedups.patches()):
+        assert backend._url_module is backend._url_module
+        assert (backend.url_bases, backend.url_paths) == expected
+
+
 def _queue_walk(patches) -> list:
     """Receives, counts and attributes of one queue, as moto answers them under the patches."""
     with mock_aws(), _applied(patches):

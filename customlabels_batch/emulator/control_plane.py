@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
+from .clock import EXECUTION_TOPIC, MAPPING_TOPIC
+
 if TYPE_CHECKING:
     from .clock import VirtualClock
     from .state import Emulation
@@ -260,7 +262,7 @@ def _event_source_mappings(emulation: Emulation) -> list[Any]:
                 clock, control = emulation.clock, emulation.control
                 ends_at = clock.now() + control.mapping_transition_seconds
                 setattr(esm, _TRANSITION, MappingTransition(state, ends_at, clock, control))
-        emulation.clock.poke()  # pollers re-read the state (and when it will change)
+        emulation.clock.poke(MAPPING_TOPIC)  # pollers re-read the state (and when it will change)
         return result
 
     def get_configuration(self):
@@ -348,13 +350,15 @@ def _history_limit(emulation: Emulation) -> list[Any]:
                 cause=f"The execution reached the maximum number of history events ({limit:,}).",
             )
             env.set_error(env.emulated_history_error)
-            emulation.clock.poke()  # a Wait in progress returns
         return event_id
 
     def set_error(self, error):
         # The states still unwinding fail on a program that is no longer running; the history
         # limit stays the reason the execution failed.
         original_set_error(self, getattr(self, "emulated_history_error", None) or error)
+        # A Wait in progress returns (this module owns set_error; virtual_time pokes the same topic
+        # for set_stop and set_timed_out).
+        emulation.clock.poke(EXECUTION_TOPIC)
 
     return [
         mock.patch.object(Environment, "__init__", __init__),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import boto3
 
-from .clock import ClockStopped, DeadlineReached, VirtualClock
+from .clock import MAPPING_TOPIC, MESSAGES_TOPIC, TIME_TOPIC, ClockStopped, DeadlineReached, VirtualClock
 from .control_plane import mapping_polls, state_change_at
 from .moto_fixes import SQS_LOCK
 
@@ -129,15 +129,19 @@ class EventSourceMappingEmulator:
     def _polling(self) -> bool:
         return mapping_polls(self._moto_mapping())
 
-    def _wait_while(self, holds: Callable[[], bool], *, timeout: float = math.inf) -> None:
+    def _wait_while(
+        self, holds: Callable[[], bool], *, timeout: float = math.inf, wakes_on: frozenset[str]
+    ) -> None:
         """Sleep while holds() and the mapping's next state change stays where it was, at most until
-        that change or for timeout."""
+        that change or for timeout; holds() is looked at again after pokes on `wakes_on`'s topics
+        (VirtualClock.wait_until's)."""
         change_at = state_change_at(self._moto_mapping())
         self.clock.wait_until(
             lambda: (
                 self._stopping.is_set() or not holds() or state_change_at(self._moto_mapping()) != change_at
             ),
             timeout=min(timeout, change_at - self.clock.now()),
+            wakes_on=wakes_on | {MAPPING_TOPIC},
         )
 
     def _moto_queue(self):
@@ -158,7 +162,11 @@ class EventSourceMappingEmulator:
             self.clock.sleep(IDLE_POLL_SECONDS)
             return
         timeout = min(LONG_POLL_SECONDS, (first - now_ms) / 1000 + 0.001)
-        self._wait_while(lambda: self._polling() and _first_ready_ms(queue) == first, timeout=timeout)
+        self._wait_while(
+            lambda: self._polling() and _first_ready_ms(queue) == first,
+            timeout=timeout,
+            wakes_on=frozenset({MESSAGES_TOPIC, TIME_TOPIC}),
+        )
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._stats_lock:
@@ -173,7 +181,9 @@ class EventSourceMappingEmulator:
         try:
             while not self._stopping.is_set():
                 if not polling():
-                    self._wait_while(lambda: not polling())
+                    # Only an update of the mapping turns polling on (or the state change this
+                    # waits until at most), not the queue's messages nor the time.
+                    self._wait_while(lambda: not polling(), wakes_on=frozenset())
                     continue
                 messages = self._receive()
                 if not messages:

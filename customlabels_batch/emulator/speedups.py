@@ -1,6 +1,7 @@
 """Wall time the emulator spends in moto's and botocore's bookkeeping per request, saved without
 changing any answer: each patch replaces a pure computation that moto or botocore repeats on every
-request with the same result computed once (or computed the same way, faster).
+request with the same result computed once (or computed the same way, faster), or skips one whose
+result nothing reads.
 
 The emulated AWS makes about six requests per image (the triage's send, the processor's receive,
 visibility change, DetectCustomLabels, PutObject, deletes, the progress counter, the metrics), so
@@ -13,8 +14,14 @@ what every request pays is what an image costs (`python -m customlabels_batch.be
 - moto's random identifiers (each request id, each receipt handle): drawn from moto's own random
   generator with one `choices` call instead of one `choice` call per character (same alphabet, same
   length, uniformly random as before).
+- moto's S3 backend reloads its URL module (twice per request) in case the environment changed its
+  custom endpoints; nothing changes the environment while an emulation runs: loaded once.
 - botocore's User-Agent header: each component is sanitised character by character on every request;
   a component (a tuple of strings) always gives the same text, so it is memoised.
+- botocore's SigV4 signature: moto reads the Authorization header's access key and Region and never
+  checks the signature, so the header is built as botocore builds it (every other header too) but
+  for the signature, which is zeros: its canonical request and HMAC chain were a tenth of a
+  request's CPU time. This is the one patch that changes what a request carries.
 - moto's Step Functions interpreter creates a new boto3 client (tens of milliseconds) for every task
   it runs; one client per Region and service, created as moto creates it, serves every task of the
   emulation (botocore clients are thread-safe; a task with credentials of its own still gets its
@@ -30,7 +37,47 @@ from unittest import mock
 
 
 def patches() -> list[Any]:
-    return [*_moto_names(), *_moto_random(), *_botocore_user_agent(), *_step_functions_clients()]
+    return [
+        *_moto_names(),
+        *_moto_random(),
+        *_moto_s3_urls(),
+        *_botocore_user_agent(),
+        *_botocore_signature(),
+        *_step_functions_clients(),
+    ]
+
+
+# Where SigV4's signature goes in the emulated requests' Authorization header: moto never checks it.
+UNCHECKED_SIGNATURE = "0" * 64
+
+
+def _botocore_signature() -> list[Any]:
+    from botocore import auth
+
+    def add_auth(self, request):
+        # botocore's SigV4Auth.add_auth without the canonical request, the string to sign and the
+        # HMAC chain over them; every header is set as botocore sets it.
+        if self.credentials is None:
+            raise auth.NoCredentialsError()
+        request.context["timestamp"] = auth.get_current_datetime().strftime(auth.SIGV4_TIMESTAMP)
+        self._modify_request_before_signing(request)
+        self._inject_signature_to_request(request, UNCHECKED_SIGNATURE)
+
+    return [mock.patch.object(auth.SigV4Auth, "add_auth", add_auth)]
+
+
+def _moto_s3_urls() -> list[Any]:
+    from moto.s3.models import S3Backend
+
+    module: list[Any] = []
+
+    def url_module(self: Any) -> Any:
+        if not module:
+            module.append(original.fget(self))
+        return module[0]
+
+    original = S3Backend.__dict__["_url_module"]
+    return [mock.patch.object(S3Backend, "_url_module", property(url_module))]
 
 
 def _moto_names() -> list[Any]:

@@ -12,6 +12,7 @@ import types
 from typing import Any
 from unittest import mock
 
+from .clock import EXECUTION_TOPIC, MESSAGES_TOPIC
 from .state import Emulation
 
 
@@ -36,7 +37,9 @@ def _stepfunctions(emulation: Emulation) -> list[Any]:
     def _wait_interval(self, env, wait_seconds):
         if wait_seconds > 0:
             # Returns early when the execution is stopped, as AWS's Wait does.
-            clock.wait_until(lambda: not env.is_running(), timeout=wait_seconds)
+            clock.wait_until(
+                lambda: not env.is_running(), timeout=wait_seconds, wakes_on=frozenset({EXECUTION_TOPIC})
+            )
 
     class _EmulatedDatetime(_dt.datetime):
         @classmethod
@@ -44,10 +47,17 @@ def _stepfunctions(emulation: Emulation) -> list[Any]:
             return clock.datetime().astimezone(tz) if tz else clock.datetime()
 
     original_set_stop = environment.Environment.set_stop
+    original_set_timed_out = environment.Environment.set_timed_out
 
+    # A stopped or timed-out execution must wake its Wait state at once (the Wait's only topic; a
+    # failed one pokes it from control_plane, which patches set_error).
     def set_stop(self, *args, **kwargs):
         original_set_stop(self, *args, **kwargs)
-        clock.poke()  # a stopped execution must wake its Wait state at once
+        clock.poke(EXECUTION_TOPIC)
+
+    def set_timed_out(self, *args, **kwargs):
+        original_set_timed_out(self, *args, **kwargs)
+        clock.poke(EXECUTION_TOPIC)
 
     return [
         mock.patch.object(wait_function.WaitFunction, "_wait_interval", _wait_interval),
@@ -56,6 +66,7 @@ def _stepfunctions(emulation: Emulation) -> list[Any]:
             state_module, "datetime", types.SimpleNamespace(datetime=_EmulatedDatetime, timezone=_dt.timezone)
         ),
         mock.patch.object(environment.Environment, "set_stop", set_stop),
+        mock.patch.object(environment.Environment, "set_timed_out", set_timed_out),
     ]
 
 
@@ -131,7 +142,7 @@ def _sqs(emulation: Emulation) -> list[Any]:
 
     def add_message(self, message):
         original_add(self, message)
-        clock.poke()  # a new message wakes pollers that long-poll on the clock
+        clock.poke(MESSAGES_TOPIC)  # a new message wakes pollers that long-poll on the clock
 
     return [
         mock.patch.object(sqs_models, "unix_time", unix_time),
