@@ -69,15 +69,8 @@ def _botocore_signature() -> list[Any]:
 def _moto_s3_urls() -> list[Any]:
     from moto.s3.models import S3Backend
 
-    reloading = S3Backend.__dict__["_url_module"]  # moto's property
-    module: list[Any] = []
-
-    def url_module(self: Any) -> Any:
-        if not module:
-            module.append(reloading.fget(self))
-        return module[0]
-
-    return [mock.patch.object(S3Backend, "_url_module", property(url_module))]
+    reloading = S3Backend.__dict__["_url_module"].fget  # moto's property
+    return [mock.patch.object(S3Backend, "_url_module", property(functools.cache(reloading)))]
 
 
 def _moto_names() -> list[Any]:
